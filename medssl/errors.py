@@ -1,0 +1,44 @@
+"""Errors that medssl raises for bad input.
+
+Every error a user can cause with a file or an argument is a subclass of
+:class:`MedsslError`. The command line catches these, prints the message
+(which names the file or argument and the problem) and exits with status 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MedsslError(Exception):
+    """Base class of errors caused by user input (files, arguments, configs)."""
+
+
+class DataError(MedsslError, ValueError):
+    """A file could not be used: corrupt, wrong shape, NaN voxels, missing label...
+
+    The message always starts with the offending path.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{problem}")
+
+
+class ConfigError(MedsslError, ValueError):
+    """A configuration key is unknown, has the wrong type or an invalid value.
+
+    The message names the key.
+    """
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config key '{key}': {problem}")
+
+
+class CheckpointError(MedsslError, ValueError):
+    """A checkpoint is unreadable or does not fit what it is loaded into."""

@@ -1,0 +1,1 @@
+"""Dataset layouts (filled by medssl.io.layouts)."""

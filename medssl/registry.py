@@ -1,0 +1,99 @@
+"""Small name -> constructor registries (backbones, methods, data layouts, ...).
+
+Components register themselves with a decorator at import time; the config
+layer is the only place that maps names to constructors::
+
+    @BACKBONES.register("resnet3d")
+    class ResNetEncoder(nn.Module): ...
+
+    model = BACKBONES.build("resnet3d", spatial_dims=3)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from .errors import ConfigError
+
+
+class Registry:
+    """A named mapping from strings to constructors.
+
+    ``modules`` lists the modules whose import fills the registry; they are
+    imported on first lookup so that importing :mod:`medssl` stays cheap.
+    """
+
+    def __init__(self, kind: str, modules: Iterable[str] = ()):
+        self.kind = kind
+        self._items: Dict[str, Callable[..., Any]] = {}
+        self._help: Dict[str, str] = {}
+        self._modules = list(modules)
+        self._loaded = False
+
+    def register(self, name: str, help: Optional[str] = None) -> Callable:
+        """Decorator registering ``obj`` under ``name``."""
+
+        def deco(obj: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._items and self._items[name] is not obj:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._items[name] = obj
+            doc = help or (inspect.getdoc(obj) or "").split("\n")[0]
+            self._help[name] = doc
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for mod in self._modules:
+                importlib.import_module(mod)
+
+    def names(self) -> List[str]:
+        self._load()
+        return sorted(self._items)
+
+    def describe(self) -> Dict[str, str]:
+        self._load()
+        return {k: self._help[k] for k in sorted(self._items)}
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._load()
+        if name not in self._items:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise ConfigError(f"{self.kind}.name", f"unknown {self.kind} '{name}' (known: {known})")
+        return self._items[name]
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._items
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Construct ``name`` with keyword arguments, naming any unknown argument."""
+        ctor = self.get(name)
+        check_kwargs(ctor, kwargs, prefix=f"{self.kind}.{name}")
+        return ctor(**kwargs)
+
+
+def check_kwargs(ctor: Callable[..., Any], kwargs: Dict[str, Any], prefix: str) -> None:
+    """Raise :class:`ConfigError` for a keyword ``ctor`` does not accept."""
+    try:
+        sig = inspect.signature(ctor)
+    except (TypeError, ValueError):  # builtins without a signature
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in kwargs:
+        if key not in params:
+            allowed = ", ".join(k for k in params if k != "self")
+            raise ConfigError(f"{prefix}.{key}", f"unknown argument (accepted: {allowed})")
+
+
+BACKBONES = Registry("backbone", modules=["medssl.backbones"])
+METHODS = Registry("method", modules=["medssl.methods"])
+LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
+SOURCES = Registry("source", modules=["medssl.data"])
+TASKS = Registry("task", modules=["medssl.eval"])
