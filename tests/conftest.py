@@ -35,3 +35,35 @@ def load_reference(name: str):
     if not path.is_file():
         pytest.skip(f"reference file not found: {path}")
     return np.load(path, allow_pickle=False)
+
+
+def deterministic_state_dict(keys_shapes):
+    """Weights by the rule in shared/reference/README.md, from a [[key, shape], ...] list."""
+    import numpy as np
+
+    out = {}
+    for j, (key, shape) in enumerate(keys_shapes):
+        shape = tuple(shape)
+        n = int(np.prod(shape)) if shape else 1
+        base = np.sin(0.731 * np.arange(n, dtype=np.float64) + 1.3 * j)
+        if key.endswith("running_var"):
+            v = np.ones(n)
+        elif key.endswith("running_mean") or key.endswith("num_batches_tracked"):
+            v = np.zeros(n)
+        elif len(shape) == 1 and key.endswith("weight"):
+            v = 1 + 0.1 * base
+        elif len(shape) <= 1 or shape[0] == 1:
+            v = 0.02 * base
+        else:
+            v = base / np.sqrt(np.prod(shape[1:]))
+        t = torch.from_numpy(v.reshape(shape))
+        out[key] = t.long() if key.endswith("num_batches_tracked") else t.float()
+    return out
+
+
+def reference_input(shape, frequency):
+    """x = 0.5 + 0.5 sin(f k), k = 0..N-1, reshaped to ``shape`` (float32)."""
+    import numpy as np
+
+    n = int(np.prod(shape))
+    return torch.from_numpy((0.5 + 0.5 * np.sin(frequency * np.arange(n, dtype=np.float64))).reshape(shape)).float()
