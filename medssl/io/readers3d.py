@@ -1,0 +1,161 @@
+"""Readers of 3D volumes: NIfTI, NRRD, MHA/MHD and DICOM series, all returned in RAS.
+
+Every reader returns a :class:`Volume` whose ``array`` is indexed (i, j, k)
+and whose ``affine`` maps (i, j, k, 1) to RAS world millimetres. ITK-based
+formats (NRRD, MHA/MHD) and DICOM store geometry in LPS, so their affine is
+left-multiplied by ``diag(-1, -1, 1, 1)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from ..errors import DataError
+from .checks import LPS_TO_RAS, check_affine, check_finite, squeeze_to_3d
+from .volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+def file_suffix(path: Union[str, Path]) -> str:
+    """Lower-case suffix of ``path``, keeping the double ``.nii.gz``."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def read_volume(
+    path: Union[str, Path],
+    *,
+    dtype: Optional[Union[str, np.dtype]] = np.float32,
+    check_values: bool = True,
+) -> Volume:
+    """Read a 3D image from a NIfTI/NRRD/MHA/MHD file or a DICOM series folder.
+
+    ``dtype`` is the output array type (float32 for images; ``None`` keeps the
+    stored type, as label maps want). With ``check_values`` NaN/Inf voxels
+    raise :class:`DataError`. Returns a :class:`Volume` with array (I, J, K)
+    and a RAS affine.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from .dicom_series import read_dicom_series
+
+        vol = read_dicom_series(path)
+    else:
+        if not path.exists():
+            raise DataError(path, "file not found")
+        suffix = file_suffix(path)
+        if suffix in NIFTI_SUFFIXES:
+            vol = _read_nifti(path)
+        elif suffix in ITK_SUFFIXES:
+            vol = _read_itk(path)
+        elif suffix in (".dcm", ".dicom", ""):
+            raise DataError(path, "a single DICOM file is not a 3D volume; pass the folder of its series "
+                            "(or use read_image2d for an X-ray)")
+        else:
+            raise DataError(path, f"unsupported extension '{suffix}' for a 3D volume "
+                            f"(supported: {', '.join(VOLUME_SUFFIXES)} or a DICOM series folder)")
+    if dtype is not None and vol.array.dtype != np.dtype(dtype):
+        vol.array = vol.array.astype(dtype)
+    if check_values:
+        check_finite(vol.array, path)
+    return vol
+
+
+def read_label(path: Union[str, Path]) -> Volume:
+    """Read a segmentation label map as an integer volume (I, J, K) with its RAS affine.
+
+    Float-stored labels must hold whole numbers; they are converted to the
+    smallest of uint8 / int16 / int32 that holds them.
+    """
+    vol = read_volume(path, dtype=None, check_values=True)
+    a = vol.array
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
+            raise DataError(path, "label map holds non-integer values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        for t in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(t)
+            if info.min <= lo and hi <= info.max:
+                vol.array = a.astype(t)
+                break
+        else:
+            raise DataError(path, f"label values out of range ({lo:g}..{hi:g})")
+    return vol
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = tuple(img.shape)
+        if len(shape) != 3:
+            # validate the dimensionality before pulling 4D data into memory
+            squeeze_to_3d(np.empty(shape, dtype=np.uint8), path)
+        raw_dtype = img.get_data_dtype()
+        scaled = img.dataobj.slope not in (None, 1.0) or img.dataobj.inter not in (None, 0.0)
+        if np.issubdtype(raw_dtype, np.integer) and not scaled:
+            array = np.asarray(img.dataobj)
+        else:
+            array = img.get_fdata(dtype=np.float32)
+        affine = img.affine
+    except DataError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # nibabel raises many types for truncated / corrupt files
+        raise DataError(path, f"cannot read NIfTI file (corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+    array = squeeze_to_3d(array, path)
+    affine = check_affine(affine, path)
+    return Volume(array=array, affine=affine, path=path, meta={"format": "nifti"})
+
+
+def itk_affine_ras(direction, spacing, origin) -> np.ndarray:
+    """4x4 RAS affine of an ITK image from its LPS direction (row-major 3x3), spacing and origin."""
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    aff = np.eye(4)
+    aff[:3, :3] = d @ np.diag(np.asarray(spacing, dtype=np.float64))
+    aff[:3, 3] = np.asarray(origin, dtype=np.float64)
+    return LPS_TO_RAS @ aff
+
+
+def _read_itk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        ncomp = reader.GetNumberOfComponents()
+        size = tuple(reader.GetSize())
+    except RuntimeError as exc:
+        raise DataError(path, f"cannot read image header (corrupt or unsupported?): {_first_line(exc)}") from None
+    if ncomp != 1:
+        raise DataError(path, f"has {ncomp} components per voxel where a scalar 3D volume is expected")
+    if dim != 3:
+        squeeze_to_3d(np.empty(size[::-1] if dim < 3 else size, dtype=np.uint8), path)
+    try:
+        img = reader.Execute()
+        array = sitk.GetArrayFromImage(img)  # (K, J, I)
+    except RuntimeError as exc:
+        raise DataError(path, f"cannot read image data (corrupt or truncated?): {_first_line(exc)}") from None
+    array = squeeze_to_3d(array.transpose(tuple(range(array.ndim))[::-1]), path)
+    array = np.ascontiguousarray(array)
+    d = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    affine = check_affine(itk_affine_ras(d, img.GetSpacing()[:3], img.GetOrigin()[:3]), path)
+    return Volume(array=array, affine=affine, path=path, meta={"format": file_suffix(path).lstrip(".")})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages start with a source location; the last line says what went wrong
+    return lines[-1] if lines else type(exc).__name__
