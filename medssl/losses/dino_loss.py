@@ -1,0 +1,100 @@
+"""The DINO self-distillation loss with a centred, sharpened teacher.
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
+ICCV 2021 (arXiv:2104.14294).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _dist
+
+
+def dino_loss(
+    teacher_out: Sequence[torch.Tensor],
+    student_out: Sequence[torch.Tensor],
+    center: torch.Tensor,
+    teacher_temp: float = 0.04,
+    student_temp: float = 0.1,
+) -> torch.Tensor:
+    """Cross-entropy between teacher and student distributions of different views.
+
+    Args:
+        teacher_out: ``T`` tensors ``[B, K]``, the teacher's logits for the
+            global views (view i of the teacher is view i of the student).
+        student_out: ``S >= T`` tensors ``[B, K]``, the student's logits for
+            all views (globals first, then local crops).
+        center: ``[1, K]`` (or ``[K]``) running centre of the teacher logits.
+        teacher_temp, student_temp: the two softmax temperatures.
+
+    Returns:
+        Scalar: the mean over ordered pairs (i, j), i != j, of
+        ``mean_b -sum_k softmax((t_i - c)/tt) * log_softmax(s_j/st)``.
+    """
+    if len(teacher_out) == 0 or len(student_out) < 2:
+        raise ValueError("dino_loss needs at least one teacher view and two student views")
+    center = center.reshape(1, -1)
+    t_probs = [F.softmax((t.detach() - center) / teacher_temp, dim=-1) for t in teacher_out]
+    s_logp = [F.log_softmax(s / student_temp, dim=-1) for s in student_out]
+    total = student_out[0].new_zeros(())
+    pairs = 0
+    for i, tp in enumerate(t_probs):
+        for j, sl in enumerate(s_logp):
+            if i == j:
+                continue
+            total = total + (-(tp * sl).sum(dim=-1)).mean()
+            pairs += 1
+    return total / pairs
+
+
+class DINOLoss(nn.Module):
+    """DINO loss holding the teacher centre (a buffer) and its EMA update.
+
+    ``forward`` computes the loss with the current centre and then updates
+    it with the mean teacher logit of this batch, averaged over all ranks:
+    ``c <- m * c + (1 - m) * mean(teacher)``.
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        center_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if out_dim < 1:
+            raise ValueError(f"out_dim must be >= 1, got {out_dim}")
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum}")
+        if not (student_temp > 0 and teacher_temp > 0):
+            raise ValueError("student_temp and teacher_temp must be > 0")
+        self.student_temp = float(student_temp)
+        self.teacher_temp = float(teacher_temp)
+        self.center_momentum = float(center_momentum)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(
+        self,
+        teacher_out: Sequence[torch.Tensor],
+        student_out: Sequence[torch.Tensor],
+        teacher_temp: Optional[float] = None,
+    ) -> torch.Tensor:
+        tt = self.teacher_temp if teacher_temp is None else float(teacher_temp)
+        loss = dino_loss(teacher_out, student_out, self.center, tt, self.student_temp)
+        if self.training:
+            self.update_center(teacher_out)
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: Sequence[torch.Tensor]) -> None:
+        t = torch.cat([x.detach().float() for x in teacher_out], dim=0)  # [T*B, K]
+        batch_sum = _dist.all_reduce_sum(t.sum(dim=0, keepdim=True))
+        count = t.shape[0] * _dist.world_size()
+        m = self.center_momentum
+        self.center.mul_(m).add_(batch_sum / count, alpha=1.0 - m)
