@@ -1,0 +1,220 @@
+"""``preprocess_manifest``: fingerprint a dataset and fill a cache, in parallel and in shards.
+
+Cache layout (docs/cache.md)::
+
+    CACHE/fingerprint.json   dataset fingerprint (spacings, sizes, intensities)
+    CACHE/plan.json          preprocessing settings
+    CACHE/cases/<id>/        image.npy, label.npy, fg_coords.npy, meta.json
+    CACHE/index.jsonl        one record per finished case
+    CACHE/skipped.json       cases left out by skip_bad, with the reason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from ..errors import ConfigError, DataError
+from .fingerprint import case_fingerprint, combine, target_spacing
+from .inputs import load_cases
+from .intensity import DEFAULT_CT_WINDOW, check_window
+from .process import Plan, is_finished, process_case, remove_stale_tmp
+
+
+@dataclass
+class PreprocessReport:
+    """What a run did: cases written, cases found finished, cases skipped (with reasons)."""
+
+    out: Path
+    processed: List[str] = field(default_factory=list)
+    reused: List[str] = field(default_factory=list)
+    skipped: List[Dict[str, str]] = field(default_factory=list)
+    plan: Dict[str, Any] = field(default_factory=dict)
+    fingerprint: Dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"cache {self.out}: {len(self.processed)} written, {len(self.reused)} already there, "
+                 f"{len(self.skipped)} skipped; spacing {self.plan.get('spacing')} mm"]
+        lines += [f"  skipped {s['id']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_shard(shard: Union[str, Sequence[int]]) -> Tuple[int, int]:
+    """``"i/N"`` or ``(i, N)`` -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(v) for v in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        raise ValueError(f"shard: expected i/N, got {shard!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard: need 0 <= i < N, got {i}/{n}")
+    return i, n
+
+
+def _run(fn: Callable, items: List[Any], *, workers: int, progress: bool, desc: str, kwargs: Dict[str, Any]):
+    """Yield (item, result or DataError) for each item, in completion order."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, file=sys.stderr, leave=False)
+    try:
+        if workers <= 1 or len(items) <= 1:
+            for item in items:
+                try:
+                    yield item, fn(item, **kwargs)
+                except DataError as exc:
+                    yield item, exc
+                bar.update(1)
+            return
+        # fork where the platform has it (as DataLoader does): scripts need no __main__ guard
+        method = "fork" if "fork" in get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=get_context(method))
+        try:
+            futures = {pool.submit(fn, item, **kwargs): item for item in items}
+            for fut in as_completed(futures):
+                try:
+                    yield futures[fut], fut.result()
+                except DataError as exc:
+                    yield futures[fut], exc
+                bar.update(1)
+        finally:  # a raised error stops the queue; running cases finish (atomically)
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def _skip(case: Any, exc: DataError) -> Dict[str, str]:
+    return {"id": str(case.id), "path": str(exc.path) if exc.path else str(case.image), "reason": exc.problem}
+
+
+def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, progress: bool,
+                 skipped: Dict[str, Dict[str, str]]) -> Dict[str, Any]:
+    key = [[str(c.id), str(c.image), str(c.label) if c.label else None] for c in cases]
+    path = out / "fingerprint.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("manifest_key") == key:
+            skipped.update({s["id"]: s for s in old.get("skipped", [])})
+            return old
+    per_case = []
+    for case, res in _run(case_fingerprint, cases, workers=workers, progress=progress, desc="fingerprint", kwargs={}):
+        if isinstance(res, DataError):
+            if not skip_bad:
+                raise res
+            skipped[str(case.id)] = _skip(case, res)
+        else:
+            per_case.append(res)
+    order = {str(c.id): n for n, c in enumerate(cases)}
+    fp = combine(sorted(per_case, key=lambda r: order[r["id"]]))
+    fp["manifest_key"] = key
+    fp["skipped"] = sorted(skipped.values(), key=lambda s: order.get(s["id"], 0))
+    write_json_atomic(path, fp)
+    return fp
+
+
+def write_index(out: Path, order: Iterable[str]) -> List[Dict[str, Any]]:
+    """Rewrite ``index.jsonl`` from the finished case folders (manifest order first)."""
+    cases_dir = out / "cases"
+    done = sorted(p.name for p in cases_dir.iterdir() if not p.name.startswith(".") and (p / "meta.json").is_file()) \
+        if cases_dir.is_dir() else []
+    rank = {cid: n for n, cid in enumerate(order)}
+    done.sort(key=lambda cid: (rank.get(cid, len(rank)), cid))
+    records = [json.loads((cases_dir / cid / "meta.json").read_text(encoding="utf-8"))["record"] for cid in done]
+    tmp = out / f".tmp-index-{os.getpid()}.jsonl"
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, out / "index.jsonl")
+    return records
+
+
+def preprocess_manifest(
+    manifest: Union[str, Path, Sequence[Any]],
+    out: Union[str, Path],
+    *,
+    spacing: Optional[Sequence[float]] = None,
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    workers: int = 1,
+    shard: Union[str, Sequence[int]] = (0, 1),
+    skip_bad: bool = False,
+    progress: bool = True,
+    image_order: int = 1,
+    crop_margin_mm: float = 10.0,
+    xray_size: Optional[Sequence[int]] = None,
+) -> PreprocessReport:
+    """Preprocess every case of ``manifest`` (a JSONL path or a list of cases) into the cache ``out``.
+
+    ``spacing`` is the target voxel size (x, y, z mm); ``None`` takes the
+    fingerprint's median spacing. ``ct_window`` (HU) maps to [0, 1].
+    ``workers`` processes work in parallel; ``shard=(i, N)`` (or ``"i/N"``)
+    takes every N-th case starting at i. Cases already in the cache are
+    skipped. A bad case raises :class:`DataError` naming its file, or with
+    ``skip_bad`` is listed in ``skipped.json`` and left out (no partial
+    folder is ever left behind). ``image_order``: 1 linear, 3 B-spline.
+    ``xray_size``: (H, W) to resize X-rays to, or ``None`` to keep them.
+    """
+    if int(workers) < 1:
+        raise ValueError(f"workers: must be >= 1, got {workers}")
+    if image_order not in (1, 3):
+        raise ValueError(f"image_order: 1 (linear) or 3 (B-spline), got {image_order}")
+    if crop_margin_mm < 0:
+        raise ValueError(f"crop_margin_mm: must be >= 0, got {crop_margin_mm}")
+    if xray_size is not None and (len(xray_size) != 2 or min(int(v) for v in xray_size) < 1):
+        raise ValueError(f"xray_size: (H, W) positive integers expected, got {xray_size}")
+    lo, hi = check_window(ct_window)
+    index, n_shards = parse_shard(shard)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = load_cases(manifest, check_files=not skip_bad)
+    skipped: Dict[str, Dict[str, str]] = {}
+    fp = _fingerprint(cases, out, workers=int(workers), skip_bad=skip_bad, progress=progress, skipped=skipped)
+    plan = Plan(spacing=target_spacing(fp, spacing), ct_window=[lo, hi], image_order=image_order,
+                crop_margin_mm=float(crop_margin_mm), xray_size=None if xray_size is None else [int(v) for v in xray_size],
+                spacing_source="given" if spacing is not None else "fingerprint median")
+    plan_path = out / "plan.json"
+    if plan_path.is_file():
+        old = Plan(**json.loads(plan_path.read_text(encoding="utf-8")))
+        if not old.same_output(plan):
+            raise ConfigError("preprocess", f"{out} was built with other settings ({plan_path}: {old.to_json()}); "
+                              "use a new --out folder or delete the cache")
+    else:
+        write_json_atomic(plan_path, plan.to_json())
+    report = PreprocessReport(out=out, plan=plan.to_json(), fingerprint=fp)
+    mine = [c for n, c in enumerate(cases) if n % n_shards == index]
+    cases_dir = out / "cases"
+    todo = []
+    for c in mine:
+        if is_finished(cases_dir, str(c.id)):
+            report.reused.append(str(c.id))
+        elif str(c.id) not in skipped:
+            todo.append(c)
+    remove_stale_tmp(cases_dir, [str(c.id) for c in todo])
+    for case, res in _run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
+                          kwargs={"plan": plan, "cases_dir": cases_dir}):
+        if isinstance(res, DataError):
+            if not skip_bad:
+                raise res
+            skipped[str(case.id)] = _skip(case, res)
+        else:
+            report.processed.append(str(case.id))
+    mine_ids = {str(c.id) for c in mine}
+    report.skipped = [s for s in skipped.values() if s["id"] in mine_ids]
+    _write_skipped(out, report.skipped, mine_ids)
+    write_index(out, [str(c.id) for c in cases])
+    return report
+
+
+def _write_skipped(out: Path, mine: List[Dict[str, str]], mine_ids: set) -> None:
+    """Merge this shard's skipped cases into ``skipped.json`` (other shards' entries stay)."""
+    path = out / "skipped.json"
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    merged = [s for s in old if s["id"] not in mine_ids] + mine
+    write_json_atomic(path, merged)
