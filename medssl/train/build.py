@@ -1,0 +1,104 @@
+"""From a checked :class:`~medssl.config.RunConfig` to objects: method, data source, cache.
+
+The only place in the trainer that maps configured names to constructors
+(through the registries).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError, DataError
+from ..registry import BACKBONES, METHODS, SOURCES
+
+__all__ = ["build_method", "needs_cache", "cache_path", "ensure_cache", "build_source", "data_meta"]
+
+
+def build_method(cfg: Any) -> Any:
+    """``BACKBONES.build(backbone.name, **backbone.kwargs)`` wrapped by ``METHODS.build(method.name, backbone=..., **method.kwargs)``."""
+    if "backbone" in cfg.method.kwargs:
+        raise ConfigError("method.backbone", "is set by the trainer from the backbone section")
+    backbone = BACKBONES.build(cfg.backbone.name, **cfg.backbone.kwargs)
+    return METHODS.build(cfg.method.name, backbone=backbone, **cfg.method.kwargs)
+
+
+def needs_cache(cfg: Any) -> bool:
+    """True when the configured source reads a preprocessed cache (takes a ``cache`` argument not set in the config)."""
+    params = inspect.signature(SOURCES.get(cfg.data.source)).parameters
+    return "cache" in params and "cache" not in cfg.data.kwargs
+
+
+def cache_path(cfg: Any) -> Path:
+    """``data.cache``, or ``<manifest dir>/cache`` when unset."""
+    if cfg.data.cache:
+        return Path(cfg.data.cache)
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest", "is required (e.g. data.manifest=DIR/manifest.jsonl)")
+    return Path(cfg.data.manifest).parent / "cache"
+
+
+def ensure_cache(cfg: Any, *, log: Any = print) -> Path:
+    """Preprocess ``data.manifest`` into the cache unless the cache already exists."""
+    path = cache_path(cfg)
+    if path.exists() and any(path.iterdir()):
+        return path
+    if not cfg.data.manifest:
+        raise ConfigError("data.cache", f"{path} does not exist and no data.manifest is given to build it")
+    manifest = Path(cfg.data.manifest)
+    if not manifest.is_file():
+        raise DataError(manifest, "manifest file not found")
+    try:
+        from ..preprocess import preprocess_manifest
+    except ImportError:  # pragma: no cover - the preprocessing package is not installed
+        raise ConfigError("data.cache", f"{path} does not exist and preprocessing is unavailable") from None
+    log(f"preprocessing {manifest} into {path} ...")
+    preprocess_manifest(manifest, path)
+    return path
+
+
+def _open_cache(path: Path) -> Any:
+    try:
+        from ..preprocess import Cache
+    except ImportError:  # pragma: no cover
+        return path
+    return Cache(path)
+
+
+def build_source(cfg: Any, cache: Optional[Path] = None) -> Any:
+    """The data source ``SOURCES.build(data.source, cache=..., **data.kwargs)``."""
+    kwargs: Dict[str, Any] = dict(cfg.data.kwargs)
+    if needs_cache(cfg):
+        kwargs["cache"] = _open_cache(cache if cache is not None else cache_path(cfg))
+    try:
+        return SOURCES.build(cfg.data.source, **kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError) or isinstance(exc, DataError):
+            raise
+        raise ConfigError(f"data.source={cfg.data.source}", str(exc)) from None
+
+
+def data_meta(source: Any) -> Dict[str, Any]:
+    """What the release checkpoint records about the data: spacing, normalisation, patch size, channels.
+
+    Taken from ``source.data_meta()`` when the source has it, else from the
+    attributes ``spacing``, ``normalisation``, ``patch_size``, ``in_channels``
+    and the cache meta (``source.cache.meta``) where present.
+    """
+    if hasattr(source, "data_meta"):
+        return dict(source.data_meta())
+    meta: Dict[str, Any] = {}
+    cache = getattr(source, "cache", None)
+    cmeta = getattr(cache, "meta", None)
+    if callable(cmeta):
+        cmeta = cmeta()
+    if isinstance(cmeta, dict):
+        for key in ("spacing", "normalisation", "normalization", "intensity", "modality"):
+            if key in cmeta:
+                meta["normalisation" if key in ("normalization", "intensity") else key] = cmeta[key]
+    for key in ("spacing", "normalisation", "patch_size", "in_channels", "spatial_dims"):
+        val = getattr(source, key, None)
+        if val is not None:
+            meta[key] = list(val) if isinstance(val, tuple) else val
+    return meta

@@ -1,0 +1,241 @@
+"""The pretraining loop, top-down, on Lightning Fabric.
+
+``fit(cfg)`` runs one pretraining job: CPU, one GPU, or many GPUs and nodes
+(launched by torchrun or SLURM; Fabric reads the environment). The method
+computes losses; everything else happens here, in this order, per optimiser
+step ``step``::
+
+    sched = schedule_values(step)                    # lr, wd, EMA momentum, teacher temp
+    method.on_before_step(step, sched)
+    for each of `accumulate` micro-batches:          # gradients synced on the last only
+        out = method.training_step(batch); backward(out["loss"] / accumulate)
+    if the loss is NaN/Inf on any rank: skip the update (warn; stop after max_bad_steps in a row)
+    clip gradients (trainer.grad_clip); optimiser step
+    method.on_after_step(step, sched)                # EMA teachers, queues
+    log; checkpoint every N steps; online kNN probe; stop at max_steps or the time budget
+
+Randomness inside a step (masks, dropout) comes from the global RNGs, which
+are re-seeded from ``(seed, step, rank)`` at the start of every step, so a
+resumed step draws the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, config_to_dict, save_config
+from ..errors import ConfigError, MedsslError
+from .build import build_method, build_source, cache_path, data_meta, ensure_cache, needs_cache
+from .data import StepBatchSampler, StepDataset, build_loader
+from .knn_probe import collect_probe_set, knn_probe
+from .logging import RunLogger
+from .optim import apply_schedule, build_optimizer
+from .schedules import schedule_values
+from .state import FORMAT, load_state, rng_state, save_state, set_rng_state
+
+__all__ = ["fit", "DivergedError", "PRECISIONS"]
+
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+
+
+class DivergedError(MedsslError, RuntimeError):
+    """The loss was NaN/Inf for ``trainer.max_bad_steps`` optimiser steps in a row."""
+
+
+def _seed_step(seed: int, step: int, rank: int) -> None:
+    s = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _make_fabric(cfg: RunConfig) -> Any:
+    from lightning_fabric import Fabric
+
+    t = cfg.trainer
+    if t.precision not in PRECISIONS:
+        raise ConfigError("trainer.precision", f"'{t.precision}' is not one of 32, bf16-mixed, 16-mixed")
+    return Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=PRECISIONS[t.precision])
+
+
+def _check(cfg: RunConfig) -> None:
+    t = cfg.trainer
+    for key, val, low in (("trainer.max_steps", t.max_steps, 1), ("trainer.accumulate", t.accumulate, 1), ("trainer.checkpoint_every", t.checkpoint_every, 1), ("trainer.max_bad_steps", t.max_bad_steps, 1), ("data.batch_size", cfg.data.batch_size, 1), ("trainer.log_every", t.log_every, 1)):
+        if val < low:
+            raise ConfigError(key, f"must be >= {low}, got {val}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        raise ConfigError("trainer.grad_clip", f"must be > 0 or null, got {t.grad_clip}")
+
+
+def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any = None, resume: Optional[bool] = None) -> Dict[str, Any]:
+    """Pretrain ``method`` (default: built from ``cfg``) on ``source`` (default: built from ``cfg``).
+
+    ``resume``: None resumes when ``run_dir/checkpoints/last.pt`` exists, True
+    requires it, False starts afresh (overwriting the run's logs).
+    Returns the run summary (also written to ``run_dir/summary.json``).
+    """
+    _check(cfg)
+    t, run_dir = cfg.trainer, Path(cfg.run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume is True and not last.is_file():
+        raise ConfigError("--resume", f"no checkpoint to resume from at {last}")
+    fabric = _make_fabric(cfg)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    if cfg.data.batch_size % (world * t.accumulate) != 0:
+        raise ConfigError("data.batch_size", f"{cfg.data.batch_size} is not divisible by devices x accumulate = {world} x {t.accumulate}")
+
+    # -- model, data, optimiser ---------------------------------------------------------
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    if method is None:
+        method = build_method(cfg)
+    if t.grad_checkpointing:
+        method.encoder.set_grad_checkpointing(True)
+    if source is None:
+        cache = None
+        if needs_cache(cfg):
+            if fabric.is_global_zero:
+                ensure_cache(cfg)
+            fabric.barrier()
+            cache = cache_path(cfg)
+        source = build_source(cfg, cache)
+    n_params = sum(p.numel() for p in method.parameters())
+    optimizer = build_optimizer(method.param_groups(cfg.optim.weight_decay), cfg.optim)
+    model, optimizer = fabric.setup(method, optimizer)
+    model.mark_forward_method("training_step")
+
+    # -- resume ------------------------------------------------------------------------
+    start_step, samples_seen, elapsed_before, bad = 0, 0, 0.0, 0
+    resuming = resume is not False and last.is_file()
+    if resuming:
+        state = load_state(last)
+        method.load_state_dict(state["method"])
+        if hasattr(method, "load_extra_state") and "method_extra" in state:
+            method.load_extra_state(state["method_extra"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("precision"):
+            fabric.strategy.precision.load_state_dict(state["precision"])
+        set_rng_state(state["rng"])
+        start_step, samples_seen = int(state["step"]), int(state["samples_seen"])
+        elapsed_before, bad = float(state["elapsed_s"]), int(state["bad_steps"])
+        fabric.print(f"resuming {run_dir} at step {start_step}")
+
+    G = cfg.data.batch_size
+    sampler = StepBatchSampler(global_batch=G, world_size=world, rank=rank, accumulate=t.accumulate, start_step=start_step, max_steps=t.max_steps)
+    dataset = StepDataset(source, method.view_generator(), seed=cfg.seed)
+    loader = fabric.setup_dataloaders(build_loader(dataset, sampler, num_workers=cfg.data.num_workers, seed=cfg.seed), use_distributed_sampler=False)
+    probe_set = None
+    if cfg.eval.knn_every > 0 and fabric.is_global_zero:
+        probe_set = collect_probe_set(source, label_key=cfg.eval.knn_label, max_cases=cfg.eval.knn_max_cases)
+
+    logger = None
+    if fabric.is_global_zero:
+        save_config(cfg, run_dir / "config.yaml")
+        logger = RunLogger(run_dir, start_step=start_step, max_steps=t.max_steps, tensorboard=t.tensorboard, progress_bar=t.progress_bar, resume=resuming)
+
+    def checkpoint(step_done: int) -> None:
+        if fabric.is_global_zero:
+            state = {
+                "format": FORMAT, "step": step_done, "samples_seen": samples_seen,
+                "elapsed_s": elapsed_before + time.time() - t0, "bad_steps": bad,
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "precision": fabric.strategy.precision.state_dict(), "rng": rng_state(),
+            }
+            if hasattr(method, "extra_state"):
+                state["method_extra"] = method.extra_state()
+            save_state(state, last)
+        fabric.barrier()
+
+    # -- the loop ------------------------------------------------------------------------
+    model.train()
+    batches = iter(loader)
+    t0 = time.time()
+    stop_reason, steps_done, last_loss = "max_steps", start_step, float("nan")
+    for step in range(start_step, t.max_steps):
+        t_step = time.time()
+        _seed_step(cfg.seed, step, rank)
+        sched = schedule_values(step, total_steps=t.max_steps, optim=cfg.optim, schedules=cfg.schedules)
+        apply_schedule(optimizer, sched)
+        method.on_before_step(step, sched)
+
+        logs: Dict[str, float] = {}
+        finite = True
+        for a in range(t.accumulate):
+            batch = next(batches)
+            with fabric.no_backward_sync(model, enabled=a < t.accumulate - 1):
+                out = model.training_step(batch)
+                loss = out["loss"]
+                fabric.backward(loss / t.accumulate)
+            finite &= bool(torch.isfinite(loss.detach()).all())
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    v = float(v.detach())
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    logs[k] = logs.get(k, 0.0) + float(v) / t.accumulate
+        samples_seen += G
+
+        n_bad_ranks = fabric.all_reduce(torch.tensor(0.0 if finite else 1.0, device=fabric.device), reduce_op="sum")
+        if float(n_bad_ranks) > 0:  # skip the update on every rank
+            optimizer.zero_grad(set_to_none=True)
+            bad += 1
+            warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({bad} in a row)")
+            if bad >= t.max_bad_steps:
+                if logger is not None:
+                    logger.close()
+                raise DivergedError(f"{run_dir}: the loss was NaN/Inf for {bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {last}")
+        else:
+            bad = 0
+            if t.grad_clip is not None:
+                fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            method.on_after_step(step, sched)
+
+        keys = sorted(logs)
+        vals = fabric.all_reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=fabric.device), reduce_op="mean")
+        logs = dict(zip(keys, (float(v) for v in vals.reshape(-1))))
+        last_loss = logs.get("loss", float("nan"))
+        if logger is not None and (step % t.log_every == 0 or step == t.max_steps - 1):
+            row = {"step": step, "loss": last_loss, "lr": sched["lr"], "weight_decay": sched["weight_decay"]}
+            row.update({k: v for k, v in sched.items() if k not in row})
+            row.update({k: v for k, v in logs.items() if k not in row})
+            row["samples_per_s"] = G / max(time.time() - t_step, 1e-9)
+            logger.log_step(row)
+
+        done = steps_done = step + 1
+        if probe_set is not None and done % cfg.eval.knn_every == 0 and logger is not None:
+            logger.log_eval({"step": step, **knn_probe(method.encoder, probe_set, k=cfg.eval.knn_k)})
+            model.train()
+        over_budget = t.time_budget_s is not None and elapsed_before + time.time() - t0 >= t.time_budget_s
+        over_budget = bool(fabric.broadcast(over_budget, src=0))
+        if bad == 0 and (done % t.checkpoint_every == 0 or done == t.max_steps or over_budget):
+            checkpoint(done)
+        if over_budget:
+            stop_reason = "time_budget"
+            break
+
+    wall = elapsed_before + time.time() - t0
+    summary = {
+        "steps_done": steps_done, "max_steps": t.max_steps, "stop_reason": stop_reason,
+        "samples_seen": samples_seen, "global_batch": G, "world_size": world,
+        "parameters": n_params, "wall_clock_s": wall, "final_loss": last_loss,
+        "precision": t.precision,
+    }
+    if fabric.is_global_zero:
+        assert logger is not None
+        logger.close()
+        from ..checkpoint import save_release
+
+        save_release(run_dir / "checkpoints" / "final.safetensors", method, config_to_dict(cfg), data_meta(source))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    fabric.barrier()
+    return summary
