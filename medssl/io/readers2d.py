@@ -117,6 +117,13 @@ def _read_dicom_2d(path: Path) -> Image2D:
         a = a.astype(np.int64)  # integral after rescale: keep integers for the VOI LUT lookup
     rng = _voi_range(ds, a)
     if rng is not None:
+        if ds.get("VOILUTSequence"):
+            # Inputs outside the LUT map to its first/last entry (PS3.3 C.11.2.1.1). Clip them here:
+            # pydicom indexes with the LUT's own dtype, so with 8-bit entries an input more than 255
+            # above the first mapped value would wrap around instead.
+            desc = ds.VOILUTSequence[0].LUTDescriptor
+            first, n = int(desc[1]), int(desc[0]) or 2 ** 16
+            a = np.clip(a, first, first + n - 1)
         a = np.asarray(apply_voi_lut(a, ds), dtype=np.float64)
         lo, hi = rng
     else:
