@@ -32,7 +32,7 @@ view       source / beam               columns (+u)            rows (+v)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -89,7 +89,6 @@ class Pose:
     size: Tuple[int, int] = (256, 256)
     spacing: Tuple[float, float] = (1.6, 1.6)
     parallel: bool = False
-    extra: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -188,3 +187,15 @@ def standard_poses(views: Sequence[str], shape: Sequence[int], voxel_to_world: n
     """Poses for named views, one square detector spacing fitted so every view shows the whole volume."""
     spacing = fit_spacing(shape, voxel_to_world, views=views, size=(size, size), sdd=sdd, sod=sod)
     return [Pose(view=v, sdd=sdd, sod=sod, size=(size, size), spacing=spacing) for v in views]
+
+
+def pose_summary(pose: Pose, shape: Sequence[int], voxel_to_world: np.ndarray) -> dict:
+    """The pose's dict plus its world geometry: isocentre, source, detector centre and u, v, w axes (mm)."""
+    frame = euler_matrix(_finite(pose.rotation, "pose.rotation", 3)) @ view_frame(pose.view).T
+    iso = volume_center(shape, voxel_to_world) + _finite(pose.translation, "pose.translation", 3)
+    w = frame[:, 2]
+    out = pose.to_dict()
+    out.update({"isocenter_mm": iso.tolist(), "source_mm": (iso - pose.sod * w).tolist(),
+                "detector_center_mm": (iso + (pose.sdd - pose.sod) * w).tolist(),
+                "u": frame[:, 0].tolist(), "v": frame[:, 1].tolist(), "w": w.tolist()})
+    return out
