@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,11 @@ def _check(records, root: Path, check_files: bool) -> Tuple[List[Case], List[str
     return cases, problems
 
 
+def _line_number(problem: str) -> int:
+    m = re.match(r"line (\d+)", problem)
+    return int(m.group(1)) if m else 0
+
+
 def load_manifest(path: Union[str, Path], *, check_files: bool = True) -> List[Case]:
     """Read and validate a JSONL manifest; returns its cases with absolute paths.
 
@@ -232,6 +238,7 @@ def load_manifest(path: Union[str, Path], *, check_files: bool = True) -> List[C
     records, problems = _parse(path)
     cases, more = _check(records, path.parent, check_files)
     problems += more
+    problems.sort(key=_line_number)  # stable: one case's problems stay in checking order
     if not records and not problems:
         problems.append("manifest holds no records")
     if problems:
