@@ -289,7 +289,7 @@ class TokenStage(nn.Module):
 def drop_path_schedule(rate: float, depths: Sequence[int]) -> List[List[float]]:
     """Linearly increasing stochastic-depth rates over all blocks, split per stage."""
     total = sum(depths)
-    rates = torch.linspace(0, rate, total).tolist() if total > 1 else [rate] * total
+    rates = [rate * i / (total - 1) for i in range(total)] if total > 1 else [rate] * total
     out, i = [], 0
     for d in depths:
         out.append(rates[i : i + d])

@@ -102,3 +102,23 @@ def map_mit_key(key: str) -> Optional[str]:
 def map_mit_plus_key(key: str) -> Optional[str]:
     """Released UniMiSS+ MiT+ key -> medssl ``MiTPlus`` key (``None``: drop)."""
     return _apply(MIT_PLUS_RULES, key)
+
+
+def released_kwargs(sd: dict) -> dict:
+    """Backbone kwargs that fit a released UniMiSS/UniMiSS+ state dict (keys already stripped).
+
+    The built paths follow the ``2D``/``3D`` keys present, the decoder is built
+    when decoder keys exist, and the stored positional-embedding sizes give
+    the image sizes (2D square; 3D with depth 16, the pretraining depth).
+    """
+    keys = [k for k in sd if not k.startswith("head.")]
+    paths = [d for d in (2, 3) if any(f"{d}D" in k for k in keys)] or [2, 3]
+    kw: dict = {"spatial_dims": 3 if 3 in paths else 2, "paths": paths,
+                "with_decoder": any(not k.startswith("transformer.") for k in keys)}
+    if "transformer.pos_embed2D1" in sd:
+        n = sd["transformer.pos_embed2D1"].shape[1] - 1  # (S/4)^2 tokens after stem/conv1 and stage 1
+        kw["img_size_2d"] = 4 * round(n ** 0.5)
+    if "transformer.pos_embed3D1" in sd:
+        n = sd["transformer.pos_embed3D1"].shape[1] - 1  # (16/2) x (S/4)^2 tokens
+        kw["img_size_3d"] = [16, 4 * round((n / 8) ** 0.5), 4 * round((n / 8) ** 0.5)]
+    return kw

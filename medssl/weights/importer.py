@@ -1,0 +1,76 @@
+"""Turn a released checkpoint into a medssl release checkpoint (safetensors + JSON sidecar).
+
+``import_released(src, arch, out)`` reads ``src`` safely
+(:func:`~medssl.weights.loading.load_released_state_dict`), maps its keys
+with the architecture's key mapper, builds the registered backbone with
+kwargs that fit the file, loads the weights strictly and writes ``out`` with
+:func:`medssl.checkpoint.save_release` (method ``"imported"``; the whole
+backbone is the encoder). The sidecar records the input normalisation the
+weights were trained with, so downstream code uses the same one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, NamedTuple, Union
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import BACKBONES
+from .loading import convert_state_dict, load_into, load_released_state_dict
+from .mit_keys import released_kwargs as _mit_kwargs
+
+#: UniMiSS / UniMiSS+ pretraining scaled CT by HU / 1024 (X-rays in [0, 1]).
+CT_HU_SCALE = {"kind": "ct_hu_scale", "divisor": 1024}
+
+
+class ImportSpec(NamedTuple):
+    kwargs: Callable[[Dict[str, Any]], Dict[str, Any]]
+    normalisation: Dict[str, Any]
+    source: str
+
+
+IMPORT_SPECS: Dict[str, ImportSpec] = {
+    "mit_tiny": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS (Xie et al., ECCV 2022)"),
+    "mit_small": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS (Xie et al., ECCV 2022)"),
+    "mit_plus": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS+ (Xie et al., TPAMI 2024)"),
+}
+
+
+class _Holder(nn.Module):
+    """The method-shaped wrapper ``save_release`` expects: the backbone under ``encoder.``."""
+
+    encoder_prefix = "encoder."
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.encoder = backbone
+
+
+def import_released(
+    src: Union[str, Path], arch: str, out: Union[str, Path], trust: bool = False, select: str = "auto"
+) -> Path:
+    """Convert ``src`` (a released ``arch`` checkpoint) into the release checkpoint ``out`` (.safetensors)."""
+    if arch not in IMPORT_SPECS:
+        raise ConfigError("arch", f"no importer for '{arch}' (known: {', '.join(sorted(IMPORT_SPECS))})")
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"out: a release checkpoint ends in .safetensors, got {out}")
+    spec = IMPORT_SPECS[arch]
+    from ..backbones import mit, mit_plus  # noqa: F401  (registers the MiT backbones)
+
+    sd = load_released_state_dict(src, trust=trust, select=select)
+    converted, dropped = convert_state_dict(sd, arch, source=src)
+    kwargs = spec.kwargs(sd)
+    backbone = BACKBONES.build(arch, **kwargs)
+    load_into(backbone, converted, source=src)
+    from ..checkpoint import save_release
+
+    cfg = {
+        "method": {"name": "imported"},
+        "backbone": {"name": arch, **kwargs},
+        "imported": {"source_file": str(src), "source": spec.source, "dropped_keys": len(dropped)},
+    }
+    data_meta = {"normalisation": spec.normalisation}
+    return save_release(out, _Holder(backbone), cfg, data_meta)
