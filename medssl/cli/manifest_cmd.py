@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -75,7 +76,11 @@ def register(app: typer.Typer) -> None:
         given = {"modality": modality, "split": split, "labels_dir": labels_dir, "csv": csv,
                  "key_column": key_column, "report_columns": report_column or None}
         kwargs.update({k: v for k, v in given.items() if v is not None})
-        cases = LAYOUTS.build(layout, src=src, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cases = LAYOUTS.build(layout, src=src, **kwargs)
+        for w in caught:
+            typer.echo(f"warning: {w.message}", err=True)
         target = out if out is not None else Path(src) / "manifest.jsonl"
         write_manifest(cases, target)
         cases = load_manifest(target)
