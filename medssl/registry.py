@@ -92,8 +92,12 @@ def check_kwargs(ctor: Callable[..., Any], kwargs: Dict[str, Any], prefix: str) 
             raise ConfigError(f"{prefix}.{key}", f"unknown argument (accepted: {allowed})")
 
 
-BACKBONES = Registry("backbone", modules=["medssl.backbones"])
-METHODS = Registry("method", modules=["medssl.methods"])
+# The modules whose import fills each registry, listed explicitly (no package scanning).
+BACKBONES = Registry(
+    "backbone",
+    modules=["medssl.backbones", "medssl.backbones.cond_cnn3d", "medssl.backbones.mit", "medssl.backbones.mit_plus"],
+)
+METHODS = Registry("method", modules=["medssl.methods", "medssl.methods.drasclr"])
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
-SOURCES = Registry("source", modules=["medssl.data"])
+SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source"])
 TASKS = Registry("task", modules=["medssl.eval"])
