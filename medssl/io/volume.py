@@ -15,8 +15,9 @@ class Volume:
 
     ``array`` is indexed (i, j, k) in voxel order; ``affine`` maps a voxel
     index (i, j, k, 1) to world millimetres in RAS+ (x grows toward the
-    patient's left, y toward anterior, z toward superior: the NIfTI
-    convention). Voxel centres sit at integer indices.
+    patient's right, y toward anterior, z toward superior: the NIfTI
+    convention; DICOM and ITK use LPS+, x toward the left and y toward
+    posterior). Voxel centres sit at integer indices.
     """
 
     array: np.ndarray
