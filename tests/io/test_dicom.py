@@ -169,3 +169,26 @@ def test_no_identifiers_in_warnings_or_errors(tmp_path, dicom_writer):
         img = read_image2d(p)
     assert not any("Doe" in str(r.message) or "SECRET" in str(r.message) for r in rec)
     assert "Doe" not in repr(img.meta) and "SECRET" not in repr(img.meta)
+
+
+def test_nibabel_shipped_dicom_pair_as_series(tmp_path):
+    """nibabel ships two slices of one (slightly oblique) MR series: read them as a 2-slice volume."""
+    import os
+    import shutil
+
+    import pydicom
+    from nibabel.testing import data_path
+
+    for name in ("1.dcm", "0.dcm"):
+        shutil.copy(os.path.join(data_path, name), tmp_path / name)
+    d0, d1 = (pydicom.dcmread(os.path.join(data_path, n)) for n in ("0.dcm", "1.dcm"))
+    vol = read_volume(tmp_path)
+    assert vol.shape == (256, 256, 2)
+    np.testing.assert_array_equal(vol.array[:, :, 0], d0.pixel_array.T)
+    np.testing.assert_array_equal(vol.array[:, :, 1], d1.pixel_array.T)
+    iop = np.array(d0.ImageOrientationPatient, float)
+    ps = [float(v) for v in d0.PixelSpacing]
+    for ds, k in ((d0, 0), (d1, 1)):
+        for i, j in [(0, 0), (255, 0), (0, 255), (100, 30)]:
+            want = dicom_world_ras(np.array(ds.ImagePositionPatient, float), iop[:3], iop[3:], ps, i, j)
+            np.testing.assert_allclose((vol.affine @ [i, j, k, 1])[:3], want, atol=1e-4)

@@ -154,3 +154,14 @@ def test_cli_path_escape_exit_2(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "lies outside the manifest folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_check_invalid_manifest_lists_problems(tmp_path, capsys):
+    vol(tmp_path / "a.nii.gz")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"id": "a", "image": "a.nii.gz", "modality": "ct"}) + "\n"
+        + json.dumps({"id": "a", "image": "b.nii.gz", "modality": "cr"}) + "\n", encoding="utf-8")
+    assert main(["manifest", "--check", str(tmp_path / "m.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: {tmp_path / 'm.jsonl'}: 3 problems:"
+    assert len(err) == 4 and "Traceback" not in "".join(err)
