@@ -1,17 +1,17 @@
-"""medssl.backbones: registered encoders following the contract in :mod:`medssl.backbones.base`.
+"""medssl.backbones: registered backbone familys following the contract in :mod:`medssl.backbones.base`.
 
-Importing this package registers every backbone family.
+Importing this package imports each of its modules once, so that their
+``@BACKBONES.register`` decorators run (names come from the
+decorators, never from scanning classes). Modules starting with ``_`` are helpers.
 """
 
+import pkgutil
 from importlib import import_module
 
 from .base import Backbone
 
-for _name in ("resnet", "unet_encoder", "swin", "vit", "mit", "cond_cnn3d", "slice_resnet"):
-    try:
-        import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _e:  # families written elsewhere may not exist yet
-        if _e.name != f"{__name__}.{_name}":
-            raise
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_") and _info.name != "base":
+        import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["Backbone"]

@@ -46,19 +46,21 @@ class DINOHead(nn.Module):
         self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
         self.norm_last_layer = bool(norm_last_layer)
+        self.last_layer_frozen = False
         if norm_last_layer:
             self.last_layer.parametrizations.weight.original0.requires_grad = False
 
     def freeze_last_layer(self, frozen: bool) -> None:
-        """Stop (or restart) training of the last layer's direction ``V`` (DINO freezes it early on)."""
-        self.last_layer.parametrizations.weight.original1.requires_grad = not frozen
+        """While frozen, no gradient reaches the last layer (DINO freezes it for the first epoch).
 
-    def cancel_last_layer_grads(self) -> None:
-        """Zero the last layer's gradients (call between backward and step while frozen)."""
-        for p in self.last_layer.parameters():
-            p.grad = None
+        The parameters stay ``requires_grad=True`` so optimisers and DDP see a
+        fixed set; their gradients are simply None while frozen.
+        """
+        self.last_layer_frozen = bool(frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.mlp(x)  # [B, bottleneck]
         z = F.normalize(z, dim=-1, p=2)
+        if self.last_layer_frozen:
+            return F.linear(z, self.last_layer.weight.detach())  # [B, out_dim]
         return self.last_layer(z)  # [B, out_dim]
