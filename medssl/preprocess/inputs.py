@@ -71,9 +71,9 @@ def check_case_id(case: Any) -> str:
 
 def read_volume_checked(case: Any, *, label: bool = False) -> Optional[Volume]:
     """Read the image (or label) volume of ``case``: 3D, finite; ``None`` when there is no label."""
-    path = Path(case.label) if label else case_path(case)
     if label and case.label is None:
         return None
+    path = Path(case.label) if label else case_path(case)
     try:
         if label:
             try:
