@@ -11,7 +11,7 @@ Dataset layouts (MSD, nnU-Net raw, folder, report CSV) live in :mod:`medssl.io.l
 
 from .checks import check_pair
 from .dicom_series import IrregularSlicesWarning, MixedSeriesWarning, read_dicom_series
-from .manifest import MODALITIES, Case, load_manifest, validate_manifest, write_manifest
+from .manifest import MODALITIES, Case, ManifestWarning, load_manifest, validate_manifest, write_manifest
 from .readers2d import read_image2d
 from .readers3d import read_label, read_volume
 from .reports import load_report_table, read_report
@@ -22,5 +22,5 @@ __all__ = [
     "Volume", "Image2D", "read_volume", "read_label", "read_dicom_series", "read_image2d",
     "read_report", "load_report_table", "write_nifti", "write_png", "check_pair",
     "Case", "load_manifest", "write_manifest", "validate_manifest", "MODALITIES",
-    "MixedSeriesWarning", "IrregularSlicesWarning",
+    "MixedSeriesWarning", "IrregularSlicesWarning", "ManifestWarning",
 ]

@@ -12,6 +12,7 @@ list of :class:`Case` with absolute paths; ``medssl manifest`` writes them.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -105,12 +106,12 @@ def msd(src: Union[str, Path], *, modality: Optional[str] = None, include_test: 
             raise DataError(root / "dataset.json", f"training entry without 'image': {entry!r}")
         image = root / entry["image"]
         label = root / entry["label"] if entry.get("label") else None
-        cases.append(Case(id=strip_suffix(Path(entry["image"]).name), image=image, modality=modality,
+        cases.append(Case(id=safe_id(strip_suffix(Path(entry["image"]).name)), image=image, modality=modality,
                           label=label, split="train"))
     if include_test:
         for entry in info.get("test") or []:
             rel = entry["image"] if isinstance(entry, dict) else entry
-            cases.append(Case(id=strip_suffix(Path(rel).name), image=root / rel, modality=modality, split="test"))
+            cases.append(Case(id=safe_id(strip_suffix(Path(rel).name)), image=root / rel, modality=modality, split="test"))
     return cases
 
 
@@ -143,7 +144,7 @@ def nnunet(
                 continue
             cid = img.name[: -len(tag)]
             label = root / "labelsTr" / f"{cid}{ending}"
-            cases.append(Case(id=cid, image=img, modality=modality, split=split,
+            cases.append(Case(id=safe_id(cid), image=img, modality=modality, split=split,
                               label=label if split == "train" and label.exists() else None,
                               meta={"channel": int(channel), "n_channels": len(names)} if len(names) > 1 else {}))
     n_expected = info.get("numTraining")
@@ -175,11 +176,20 @@ def _guess_volume_modality(path: Path) -> str:
     return "ct" if float(np.nanmin(mid)) < -500.0 else "mr"
 
 
+def safe_id(text: str) -> str:
+    """A case id usable as a file name: characters other than letters, digits, '.', '_', '-' become '_'."""
+    out = re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    return "_" + out if out.startswith(".") else out
+
+
 def _unique_ids(paths: Sequence[Path], root: Path) -> List[str]:
-    stems = [strip_suffix(p.name) for p in paths]
+    stems = [safe_id(strip_suffix(p.name)) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
-    return ["__".join(Path(strip_suffix(str(p.relative_to(root)))).parts) for p in paths]
+    ids = [safe_id("__".join(Path(strip_suffix(str(p.relative_to(root)))).parts)) for p in paths]
+    if len(set(ids)) != len(ids):
+        raise DataError(root, "file names map to the same case id; rename the files")
+    return ids
 
 
 def scan_folder(root: Path, *, exclude: Sequence[Path] = ()) -> List[tuple]:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
@@ -26,6 +27,10 @@ SPLITS = ("train", "val", "test")
 REQUIRED = ("id", "image", "modality")
 KNOWN_FIELDS = REQUIRED + ("label", "report", "report_text", "pair", "split", "meta")
 PATH_FIELDS = ("image", "label", "report")
+
+
+class ManifestWarning(UserWarning):
+    """A manifest record has fields medssl does not know (they are ignored)."""
 
 
 @dataclass
@@ -163,7 +168,8 @@ def _check(records, root: Path, check_files: bool) -> Tuple[List[Case], List[str
                 bad = True
         unknown = sorted(set(rec) - set(KNOWN_FIELDS))
         if unknown:
-            problems.append(f"{where}: unknown field(s) {unknown} (put free values under 'meta')")
+            warnings.warn(f"{where}: unknown field(s) {unknown} ignored (free values belong under 'meta')",
+                          ManifestWarning, stacklevel=3)
         cid = rec.get("id")
         if cid is not None and not isinstance(cid, str):
             problems.append(f"{where}: id must be a string")

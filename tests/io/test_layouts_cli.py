@@ -165,3 +165,11 @@ def test_cli_check_invalid_manifest_lists_problems(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"error: {tmp_path / 'm.jsonl'}: 3 problems:"
     assert len(err) == 4 and "Traceback" not in "".join(err)
+
+
+def test_folder_ids_are_unique_and_safe(tmp_path):
+    vol(tmp_path / "site A" / "scan 1.nii.gz")
+    vol(tmp_path / "site B" / "scan 1.nii.gz")
+    vol(tmp_path / "other" / "x(2).nii.gz")
+    ids = sorted(c.id for c in LAYOUTS.build("folder", src=tmp_path, modality="ct"))
+    assert ids == ["other__x_2_", "site_A__scan_1", "site_B__scan_1"]

@@ -123,3 +123,13 @@ def test_empty_and_missing_manifest(tmp_path):
         load_manifest(tmp_path / "e.jsonl")
     with pytest.raises(DataError, match="nothere.jsonl: manifest not found"):
         load_manifest(tmp_path / "nothere.jsonl")
+
+
+def test_unknown_field_warns_and_is_ignored(tmp_path):
+    from medssl.io import ManifestWarning
+
+    make_case_files(tmp_path)
+    m = write_lines(tmp_path / "m.jsonl", [{"id": "a", "image": "imagesTr/c1.nii.gz", "modality": "ct", "age": 3}])
+    with pytest.warns(ManifestWarning, match=r"line 1 \(id 'a'\): unknown field\(s\) \['age'\]"):
+        (case,) = load_manifest(m)
+    assert case.meta == {}
