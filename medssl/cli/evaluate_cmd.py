@@ -1,9 +1,91 @@
-"""`medssl evaluate` (not built yet)."""
+"""``medssl evaluate``: score a checkpoint (and random initialisation) on evaluation tasks.
+
+Writes ``results.csv``, ``results_per_seed.csv``, ``results.md`` and
+``plot_<task>.png`` to ``--out``; see docs/evaluation.md.
+"""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from ..errors import ConfigError
+
+
+def parse_numbers(text: str, key: str, cast=float) -> List:
+    """``"0,1,2"`` -> [0, 1, 2]; a bad value is a :class:`ConfigError` naming ``key``."""
+    try:
+        vals = [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(key, f"expected comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise ConfigError(key, "expected at least one value")
+    return vals
 
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing until the command exists."""
+    @app.command("evaluate")
+    def evaluate_cmd(
+        checkpoint: List[str] = typer.Option(..., "--checkpoint", help="release checkpoint (.safetensors) or random:<backbone>; repeatable"),
+        task: List[str] = typer.Option(..., "--task", help="segmentation | classification | regression | survival | retrieval | label_efficiency; repeatable"),
+        data: Path = typer.Option(..., "--data", help="manifest.jsonl of the evaluation cohort"),
+        out: Path = typer.Option(..., "--out", help="folder for results.csv, results.md and plots"),
+        cache: Optional[Path] = typer.Option(None, "--cache", help="preprocessed cache of the manifest (default: preprocess into OUT/cache)"),
+        label_fraction: float = typer.Option(0.1, "--label-fraction", help="share of the train split's labels used"),
+        seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds (labelled subset and head init)"),
+        target: Optional[str] = typer.Option(None, "--target", help="manifest meta key to predict (default per task: severity, emphysema_pct, survival_time)"),
+        sweep_task: str = typer.Option("classification", "--sweep-task", help="task the label-efficiency sweep runs"),
+        fractions: str = typer.Option("0.05,0.1,0.25,0.5,1.0", "--fractions", help="label fractions of the sweep"),
+        seg_steps: int = typer.Option(200, "--seg-steps", help="segmentation fine-tuning steps"),
+        cls_steps: int = typer.Option(100, "--cls-steps", help="classification fine-tuning steps"),
+        no_finetune: bool = typer.Option(False, "--no-finetune", help="classification: frozen probes only"),
+        patch_size: Optional[str] = typer.Option(None, "--patch-size", help="override the checkpoint's patch size, e.g. 32,32,32"),
+        feature_mode: str = typer.Option("resize", "--feature-mode", help="frozen features: resize | crop | sliding"),
+        split_rule: str = typer.Option("hash", "--split-rule", help="hash | sorted | manifest"),
+        no_baseline: bool = typer.Option(False, "--no-baseline", help="leave out the random-initialisation row"),
+        device: str = typer.Option("cpu", "--device", help="torch device"),
+    ) -> None:
+        """Evaluate CHECKPOINT on TASK over seeds, with a random-initialisation baseline row."""
+        from ..eval.compare import evaluate_models
+        from ..eval.data import load_eval_data
+        from ..eval.features import FEATURE_MODES
+        from ..eval.models import resolve
+        from ..eval.splits import SPLIT_RULES
+        from ..eval.tasks import EvalSettings
+        from ..registry import TASKS
+
+        for t in task:
+            if t not in TASKS:
+                raise ConfigError("--task", f"unknown task '{t}' (known: {', '.join(TASKS.names())})")
+        if not 0 < label_fraction <= 1:
+            raise ConfigError("--label-fraction", f"must lie in (0, 1], got {label_fraction}")
+        fr = parse_numbers(fractions, "--fractions")
+        if any(not 0 < f <= 1 for f in fr):
+            raise ConfigError("--fractions", f"each fraction must lie in (0, 1], got {fractions}")
+        if feature_mode not in FEATURE_MODES:
+            raise ConfigError("--feature-mode", f"expected one of {', '.join(FEATURE_MODES)}, got {feature_mode!r}")
+        if split_rule not in SPLIT_RULES:
+            raise ConfigError("--split-rule", f"expected one of {', '.join(SPLIT_RULES)}, got {split_rule!r}")
+        if seg_steps < 0 or cls_steps < 0:
+            raise ConfigError("--seg-steps" if seg_steps < 0 else "--cls-steps", "must be >= 0")
+        ps = parse_numbers(patch_size, "--patch-size", int) if patch_size else None
+        s = EvalSettings(
+            seeds=tuple(parse_numbers(seeds, "--seeds", int)), label_fraction=label_fraction, fractions=tuple(fr),
+            target=target, sweep_task=sweep_task, split_rule=split_rule, feature_mode=feature_mode,
+            finetune_classification=not no_finetune, device=device,
+        )
+        s.seg.steps, s.cls.steps = seg_steps, cls_steps
+        models = [resolve(c, patch_size=ps) for c in checkpoint]
+        names = [m.name for m in models]
+        for j, m in enumerate(models):  # two checkpoints of one method: keep rows apart
+            if names.count(m.name) > 1:
+                m.name = f"{m.name}-{j}"
+        ds = load_eval_data(data, cache=cache, out=out, spatial_dims=models[0].spatial_dims)
+        cmd = "medssl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if len(sys.argv) > 1 else None
+        result = evaluate_models(models, task, ds, s, out=out, command=cmd, add_random_baseline=not no_baseline)
+        typer.echo(result["markdown"])
+        typer.echo(f"wrote {', '.join(str(f) for f in result['files'])}")

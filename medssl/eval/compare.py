@@ -1,0 +1,134 @@
+"""Compare checkpoints (and random initialisation) on a list of tasks: one table.
+
+Used by ``medssl evaluate``, the demo and the benchmarks. Every table gets a
+random-initialisation row of the compared backbone, trained and scored the
+same way as the pretrained ones.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ..errors import CheckpointError, ConfigError
+from ..registry import TASKS
+from .data import EvalData, load_eval_data
+from .models import ModelSpec, baseline_for, resolve
+from .splits import describe_split_rule
+from .tables import write_results
+from .tasks import EvalSettings, primary_metric
+
+
+def _version() -> str:
+    try:
+        from .. import __version__
+    except ImportError:  # pragma: no cover
+        __version__ = "unknown"
+    try:
+        from ..checkpoint import git_hash
+
+        h = git_hash()
+    except ImportError:  # pragma: no cover
+        h = None
+    return f"{__version__} ({h[:10]})" if h else str(__version__)
+
+
+def check_fits(model: ModelSpec, data: EvalData) -> None:
+    """Raise :class:`CheckpointError` when the model cannot read the data (dims, channels)."""
+    if model.spatial_dims != data.spatial_dims:
+        raise CheckpointError(f"{model.name}: a {model.spatial_dims}D encoder does not fit {data.spatial_dims}D data ({data.source})")
+    ch = model.meta.get("in_channels")
+    if ch is not None and int(ch) != 1:
+        raise CheckpointError(f"{model.name}: expects {ch} input channels; the cache holds single-channel images")
+
+
+def evaluate_models(
+    models: Sequence[ModelSpec],
+    tasks: Sequence[str],
+    data: EvalData,
+    settings: EvalSettings,
+    *,
+    out: str | Path,
+    command: Optional[str] = None,
+    add_random_baseline: bool = True,
+) -> Dict[str, Any]:
+    """Run ``tasks`` for every model (plus the random-init baseline) and write the tables to ``out``."""
+    if not models:
+        raise ValueError("models: nothing to evaluate")
+    for t in tasks:
+        TASKS.get(t)  # unknown task -> ConfigError naming it
+    models = list(models)
+    if add_random_baseline and all(m.pretrained for m in models):
+        models.append(baseline_for(models[0]))
+    for m in models:
+        check_fits(m, data)
+    t0 = time.time()
+    rows: List[Dict[str, Any]] = []
+    for task in tasks:
+        for m in models:
+            rows += TASKS.get(task)(m, data, settings)
+    wall = time.time() - t0
+    header = {
+        "split rule": describe_split_rule(settings.split_rule, settings.train_share),
+        "cases": f"{len(data.ids)} from {data.source}",
+        "seeds": ", ".join(str(s) for s in settings.seeds),
+        "label fraction": ", ".join(f"{f:.0%}" for f in (settings.fractions if "label_efficiency" in tasks else [settings.label_fraction])),
+        "models": ", ".join(f"{m.name} ({'pretrained' if m.pretrained else 'random init'}, {m.backbone_name}, patch {list(m.patch_size)})" for m in models),
+        "command": command or " ".join(sys.argv),
+        "medssl": _version(),
+        "machine": f"{platform.node() or 'unknown'}, {platform.machine()}, {settings.device}",
+        "wall-clock": f"{wall:.1f} s",
+    }
+    primary = {r["task"]: primary_metric(r["task"]) for r in rows}
+    result = write_results(rows, out, header=header, primary=primary)
+    result["rows"] = rows
+    return result
+
+
+def compare(
+    checkpoints: Mapping[str, Optional[str | Path]],
+    tasks: Sequence[str],
+    manifest: str | Path,
+    cache: Optional[str | Path],
+    out: str | Path,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    label_fraction: float = 0.1,
+    budget: Optional[Mapping[str, Any]] = None,
+    target: Optional[str] = None,
+    settings: Optional[EvalSettings] = None,
+) -> List[Dict[str, Any]]:
+    """Evaluate named checkpoints on ``tasks``; returns the summary rows (also written to ``out``).
+
+    ``checkpoints``: ``{name: path}``; a ``None`` path (or ``"random:<backbone>"``)
+    is the random initialisation of the first checkpoint's backbone. ``budget``
+    overrides fine-tuning steps: ``{"seg_steps": 100, "cls_steps": 50,
+    "finetune_classification": False}``.
+    """
+    s = settings or EvalSettings()
+    s.seeds, s.label_fraction = tuple(int(x) for x in seeds), float(label_fraction)
+    if target is not None:
+        s.target = target
+    for key, val in (budget or {}).items():
+        if key == "seg_steps":
+            s.seg.steps = int(val)
+        elif key == "cls_steps":
+            s.cls.steps = int(val)
+        elif hasattr(s, key):
+            setattr(s, key, val)
+        else:
+            raise ConfigError(f"budget.{key}", "unknown budget key (seg_steps, cls_steps or an EvalSettings field)")
+    named = [(n, p) for n, p in checkpoints.items() if p is not None]
+    models = [resolve(p, name=n) for n, p in named]
+    if not models:
+        raise ValueError("checkpoints: at least one checkpoint path or 'random:<backbone>' is needed")
+    for n, p in checkpoints.items():
+        if p is None:
+            base = baseline_for(models[0])
+            base.name = n
+            models.append(base)
+    data = load_eval_data(manifest, cache=cache, out=out, spatial_dims=models[0].spatial_dims)
+    return evaluate_models(models, tasks, data, s, out=out)["summary"]

@@ -1,0 +1,162 @@
+"""Results tables: per-seed rows -> mean +- sd, written as CSV, Markdown and PNG plots.
+
+Files written to ``out``:
+
+- ``results_per_seed.csv``: one row per (model, task, protocol, label fraction, seed);
+- ``results.csv``: one row per (model, task, protocol, target, label fraction) with
+  ``<metric>_mean``, ``<metric>_sd`` (sample sd, ddof=1; 0 for one seed) and ``n_seeds``;
+- ``results.md``: the header (split rule, seeds, command, version, machine,
+  wall-clock) and one table per task, cells ``mean +- sd``;
+- ``plot_<task>.png``: the task's primary metric per model and protocol (bars,
+  sd as error bars) or, for a label-efficiency sweep, against the label fraction.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+GROUP_KEYS = ("model", "task", "protocol", "target", "label_fraction")
+ROW_KEYS = GROUP_KEYS + ("n_labelled", "seed", "sweep")
+
+
+def metric_names(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Numeric metric columns in first-seen order."""
+    names: List[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in ROW_KEYS and k not in names and isinstance(v, (int, float, np.floating)):
+                names.append(k)
+    return names
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Mean and sd over seeds per group; NaN values (undefined metric for a seed) are left out."""
+    groups: "OrderedDict[tuple, List[Mapping[str, Any]]]" = OrderedDict()
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        s: Dict[str, Any] = dict(zip(GROUP_KEYS, key))
+        s["n_labelled"] = rs[0].get("n_labelled")
+        s["n_seeds"] = len(rs)
+        s["sweep"] = bool(rs[0].get("sweep", False))
+        for m in metric_names(rs):
+            v = np.array([float(r[m]) for r in rs if m in r], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            s[f"{m}_mean"] = float(v.mean()) if len(v) else float("nan")
+            s[f"{m}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan"))
+        out.append(s)
+    return out
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    cols: List[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in cols})
+    os.replace(tmp, path)
+
+
+def _fmt(mean: float, sd: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    digits = 3 if abs(mean) < 100 else 1
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(summary: Sequence[Mapping[str, Any]], header: Mapping[str, Any], metrics_per_task: Mapping[str, List[str]]) -> str:
+    """The Markdown report: header lines, then one table per task."""
+    lines = ["# Evaluation results", ""]
+    lines += [f"- **{k}**: {v}" for k, v in header.items()]
+    lines.append("")
+    for task in OrderedDict.fromkeys(s["task"] for s in summary):
+        rs = [s for s in summary if s["task"] == task]
+        ms = metrics_per_task.get(task) or sorted({k[:-5] for s in rs for k in s if k.endswith("_mean")})
+        cols = ["model", "protocol", "target", "labels", "seeds"] + ms
+        lines += [f"## {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for s in rs:
+            lab = f"{s['label_fraction']:.0%} ({s['n_labelled']})"
+            cells = [str(s["model"]), str(s["protocol"]), str(s["target"]), lab, str(s["n_seeds"])]
+            cells += [_fmt(s.get(f"{m}_mean", float("nan")), s.get(f"{m}_sd", float("nan"))) for m in ms]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_task(summary: Sequence[Mapping[str, Any]], task: str, metric: str, path: Path) -> Path:
+    """Bar chart (one label fraction) or line plot (label-efficiency sweep) of ``metric`` with sd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [s for s in summary if s["task"] == task and f"{metric}_mean" in s]
+    series: "OrderedDict[str, List[Mapping[str, Any]]]" = OrderedDict()
+    for s in rs:
+        series.setdefault(f"{s['model']} / {s['protocol']}", []).append(s)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    sweep = len({s["label_fraction"] for s in rs}) > 1
+    if sweep:
+        for name, pts in series.items():
+            pts = sorted(pts, key=lambda p: p["label_fraction"])
+            x = np.array([100 * p["label_fraction"] for p in pts])
+            m = np.array([p[f"{metric}_mean"] for p in pts])
+            sd = np.array([p[f"{metric}_sd"] for p in pts])
+            ax.plot(x, m, marker="o", label=name)
+            ax.fill_between(x, m - sd, m + sd, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training cases (%)")
+    else:
+        names = list(series)
+        m = [series[n][0][f"{metric}_mean"] for n in names]
+        sd = [series[n][0][f"{metric}_sd"] for n in names]
+        ax.bar(range(len(names)), m, yerr=sd, capsize=4, color="#4c78a8")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (mean ± sd over seeds)")
+    ax.set_title(task)
+    if sweep:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_results(
+    rows: Sequence[Mapping[str, Any]],
+    out: str | Path,
+    *,
+    header: Mapping[str, Any],
+    primary: Mapping[str, str],
+    metrics_per_task: Mapping[str, List[str]] | None = None,
+) -> Dict[str, Any]:
+    """Write the CSVs, Markdown and plots; returns ``{"summary": [...], "files": [...]}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    _write_csv(out / "results_per_seed.csv", rows)
+    _write_csv(out / "results.csv", summary)
+    md = markdown(summary, header, metrics_per_task or {})
+    tmp = out / ".results.md.tmp"
+    tmp.write_text(md + "\n", encoding="utf-8")
+    os.replace(tmp, out / "results.md")
+    files = [out / "results.csv", out / "results_per_seed.csv", out / "results.md"]
+    for task in OrderedDict.fromkeys(s["task"] for s in summary):
+        metric = primary.get(task)
+        if metric and any(f"{metric}_mean" in s for s in summary if s["task"] == task):
+            files.append(plot_task(summary, task, metric, out / f"plot_{task}.png"))
+    return {"summary": summary, "files": files, "markdown": md}

@@ -1,0 +1,249 @@
+"""Evaluation tasks, registered in :data:`medssl.registry.TASKS`.
+
+A task is ``run(model: ModelSpec, data: EvalData, settings: EvalSettings) ->
+list[row]``; a row is a flat dict with ``model, task, protocol, target,
+label_fraction, n_labelled, seed`` and the metric values of one seed. The
+train/test split comes from :mod:`medssl.eval.splits`; each seed changes the
+labelled subset of the train split and the initialisation of the head (and,
+for the random baseline, of the encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..registry import TASKS
+from .classification import ClsFinetuneConfig, finetune_classifier, predict_proba
+from .data import EvalData
+from .features import extract_features, prepare
+from .knn import KNNClassifier, knn_regress
+from .linear_probe import LinearProbeClassifier, RidgeProbe
+from .metrics import classification_report
+from .models import ModelSpec
+from .regression import regression_report
+from .retrieval import bidirectional_recall
+from .segmentation import SegFinetuneConfig, evaluate_segmentation, finetune_segmentation
+from .splits import label_subset, train_test_split
+from .survival import CoxProbe, concordance_index
+
+Row = Dict[str, Any]
+DEFAULT_TARGETS = {"classification": "severity", "regression": "emphysema_pct", "survival": "survival_time"}
+PRIMARY_METRIC = {"classification": "auc", "regression": "r2", "survival": "c_index", "segmentation": "mean_dice",
+                  "retrieval": "a2b_R@1"}
+
+
+@dataclass
+class EvalSettings:
+    """Everything a task needs besides the model and the data."""
+
+    seeds: Sequence[int] = (0, 1, 2)
+    label_fraction: float = 0.1
+    fractions: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1.0)
+    target: Optional[str] = None
+    sweep_task: str = "classification"
+    split_rule: str = "hash"
+    train_share: float = 0.75
+    feature_mode: str = "resize"
+    batch_size: int = 4
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    finetune_classification: bool = True
+    cls: ClsFinetuneConfig = field(default_factory=ClsFinetuneConfig)
+    seg: SegFinetuneConfig = field(default_factory=SegFinetuneConfig)
+    survival_components: int = 8
+    survival_penalizer: float = 0.1
+    event_key: str = "event"
+    n_boot: int = 1000
+    device: str = "cpu"
+    text_embed: Optional[Callable[[List[str]], np.ndarray]] = None
+
+
+def split(data: EvalData, s: EvalSettings) -> Tuple[List[str], List[str]]:
+    tr, te = train_test_split(data.ids, rule=s.split_rule, train_share=s.train_share,
+                              splits=[data.splits.get(i) for i in data.ids])
+    if len(tr) < 2 or len(te) < 2:
+        raise DataError(data.source, f"too few cases to evaluate: {len(tr)} train / {len(te)} test")
+    return tr, te
+
+
+class _Features:
+    """Frozen features per (model, seed); a pretrained model's features are computed once."""
+
+    def __init__(self, model: ModelSpec, data: EvalData, s: EvalSettings) -> None:
+        self.model, self.data, self.s = model, data, s
+        self._cache: Dict[int, Dict[str, np.ndarray]] = {}
+
+    def __call__(self, seed: int, ids: Sequence[str]) -> np.ndarray:
+        key = 0 if self.model.pretrained else seed
+        if key not in self._cache:
+            enc = self.model.build(seed).to(self.s.device)
+            f = extract_features(enc, (self.data.image(i) for i in self.data.ids), patch_size=self.model.patch_size,
+                                 mode=self.s.feature_mode, batch_size=self.s.batch_size, device=self.s.device)
+            self._cache[key] = dict(zip(self.data.ids, f))
+        return np.stack([self._cache[key][i] for i in ids])
+
+
+def _row(model: ModelSpec, task: str, protocol: str, target: str, frac: float, n_lab: int, seed: int, **metrics) -> Row:
+    return {"model": model.name, "task": task, "protocol": protocol, "target": target, "label_fraction": frac,
+            "n_labelled": n_lab, "seed": seed, **metrics}
+
+
+def _classification(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequence[float]) -> List[Row]:
+    target = s.target or DEFAULT_TARGETS["classification"]
+    tr, te = split(data, s)
+    y_all = data.class_labels(target)
+    n_cls = max(2, int(y_all.max()) + 1)
+    ytr, yte = data.class_labels(target, tr), data.class_labels(target, te)
+    feats = _Features(model, data, s)
+    inputs = None
+    rows: List[Row] = []
+    for seed in s.seeds:
+        ftr, fte = feats(seed, tr), feats(seed, te)
+        for frac in fractions:
+            sub = label_subset(len(tr), frac, seed, labels=ytr)
+            probe = LinearProbeClassifier(seed=seed).fit(ftr[sub], ytr[sub], num_classes=n_cls)
+            results = {"linear": probe.predict_proba(fte)}
+            knn = KNNClassifier(k=min(s.knn_k, len(sub)), temperature=s.knn_temperature).fit(ftr[sub], ytr[sub])
+            results["knn"] = knn.predict_proba(fte, num_classes=n_cls)
+            if s.finetune_classification:
+                if inputs is None:
+                    inputs = {i: prepare(data.image(i), model.patch_size, "resize")[0] for i in data.ids}
+                xtr = torch.stack([inputs[tr[j]] for j in sub])
+                net = finetune_classifier(model.build(seed), xtr, ytr[sub], num_classes=n_cls, config=s.cls, seed=seed,
+                                          device=s.device)
+                results["finetune"] = predict_proba(net, torch.stack([inputs[i] for i in te]), device=s.device)
+            for protocol, proba in results.items():
+                m = classification_report(yte, proba, n_boot=s.n_boot, seed=seed)  # [N, 2]: binary AUC/AP
+                rows.append(_row(model, "classification", protocol, target, frac, len(sub), seed, **m))
+    return rows
+
+
+def _regression(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequence[float]) -> List[Row]:
+    target = s.target or DEFAULT_TARGETS["regression"]
+    tr, te = split(data, s)
+    ytr = data.target(target, tr).astype(np.float64)
+    yte = data.target(target, te).astype(np.float64)
+    feats = _Features(model, data, s)
+    rows: List[Row] = []
+    for seed in s.seeds:
+        ftr, fte = feats(seed, tr), feats(seed, te)
+        for frac in fractions:
+            sub = label_subset(len(tr), frac, seed)
+            preds = {"linear": RidgeProbe(seed=seed).fit(ftr[sub], ytr[sub]).predict(fte),
+                     "knn": knn_regress(ftr[sub], ytr[sub], fte, k=min(s.knn_k, len(sub)),
+                                        temperature=s.knn_temperature).numpy()}
+            for protocol, p in preds.items():
+                rows.append(_row(model, "regression", protocol, target, frac, len(sub), seed, **regression_report(yte, p)))
+    return rows
+
+
+def _survival(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequence[float]) -> List[Row]:
+    target = s.target or DEFAULT_TARGETS["survival"]
+    tr, te = split(data, s)
+    t_tr, t_te = data.target(target, tr).astype(float), data.target(target, te).astype(float)
+    e_tr, e_te = data.target(s.event_key, tr).astype(int), data.target(s.event_key, te).astype(int)
+    feats = _Features(model, data, s)
+    rows: List[Row] = []
+    for seed in s.seeds:
+        ftr, fte = feats(seed, tr), feats(seed, te)
+        for frac in fractions:
+            sub = label_subset(len(tr), frac, seed, labels=e_tr, min_labels=4)
+            if e_tr[sub].sum() == 0:
+                c = float("nan")  # no event among the labelled cases: no Cox fit
+            else:
+                probe = CoxProbe(n_components=s.survival_components, penalizer=s.survival_penalizer)
+                c = concordance_index(t_te, probe.fit(ftr[sub], t_tr[sub], e_tr[sub]).risk(fte), e_te)
+            rows.append(_row(model, "survival", "cox", target, frac, len(sub), seed, c_index=c))
+    return rows
+
+
+def _segmentation(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequence[float]) -> List[Row]:
+    tr, te = split(data, s)
+    tr = [i for i in tr if data.label(i) is not None]
+    te = [i for i in te if data.label(i) is not None]
+    if len(tr) < 1 or len(te) < 1:
+        raise DataError(data.source, "segmentation needs label maps ('label' in the manifest) in the train and test splits")
+    labels = {i: data.label(i) for i in tr + te}
+    n_cls = int(max(int(v.max()) for v in labels.values())) + 1
+    names = data.label_names if data.label_names and len(data.label_names) == n_cls - 1 else None
+    rows: List[Row] = []
+    for seed in s.seeds:
+        for frac in fractions:
+            sub = label_subset(len(tr), frac, seed, min_labels=1)
+            ids = [tr[j] for j in sub]
+            net = finetune_segmentation(model.build(seed), [data.image(i) for i in ids], [labels[i] for i in ids],
+                                        num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
+                                        device=s.device)
+            m = evaluate_segmentation(net, [data.image(i) for i in te], [labels[i] for i in te], num_classes=n_cls,
+                                      patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
+                                      class_names=names, overlap=s.seg.overlap, device=s.device)
+            rows.append(_row(model, "segmentation", "finetune", "label", frac, len(sub), seed, **m))
+    return rows
+
+
+@TASKS.register("classification", help="frozen linear probe, kNN and fine-tuning; AUC, accuracy, AP with bootstrap CIs")
+def classification_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    return _classification(model, data, s, [s.label_fraction])
+
+
+@TASKS.register("regression", help="ridge probe and kNN regression on frozen features; R2, MAE, Spearman")
+def regression_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    return _regression(model, data, s, [s.label_fraction])
+
+
+@TASKS.register("survival", help="Cox model (penalised) on PCA of frozen features; concordance index")
+def survival_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    return _survival(model, data, s, [s.label_fraction])
+
+
+@TASKS.register("segmentation", help="encoder + UNet decoder fine-tuned with Dice+CE; Dice and HD95 per class")
+def segmentation_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    return _segmentation(model, data, s, [s.label_fraction])
+
+
+SWEEPABLE = {"classification": _classification, "regression": _regression, "survival": _survival,
+             "segmentation": _segmentation}
+
+
+@TASKS.register("label_efficiency", help="a task at 5-100 % of the train labels over seeds (mean +- sd)")
+def label_efficiency_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    if s.sweep_task not in SWEEPABLE:
+        raise ConfigError("sweep_task", f"unknown task '{s.sweep_task}' (sweepable: {', '.join(SWEEPABLE)})")
+    rows = SWEEPABLE[s.sweep_task](model, data, s, list(s.fractions))
+    for r in rows:
+        r["task"] = sweep_name(s.sweep_task)
+        r["sweep"] = True
+    return rows
+
+
+def sweep_name(task: str) -> str:
+    """The table name of a label-efficiency sweep of ``task``."""
+    return f"label_efficiency-{task}"
+
+
+def primary_metric(task: str) -> str:
+    """The headline metric of a task (or of a sweep's task)."""
+    return PRIMARY_METRIC.get(task.split("label_efficiency-")[-1], "")
+
+
+@TASKS.register("retrieval", help="volume <-> report recall@1/5/10 (needs a text embedding of the reports)")
+def retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
+    if s.text_embed is None:
+        raise ConfigError("task", "retrieval needs an image-text model: this checkpoint has no text encoder "
+                                  "(from Python, pass EvalSettings(text_embed=...))")
+    _, te = split(data, s)
+    te = [i for i in te if i in data.reports]
+    if len(te) < 2:
+        raise DataError(data.source, "retrieval needs reports ('report' or 'report_text') for the test cases")
+    feats = _Features(model, data, s)
+    text = np.asarray(s.text_embed([data.reports[i] for i in te]))
+    rows = []
+    for seed in s.seeds:
+        m = bidirectional_recall(feats(seed, te), text)
+        rows.append(_row(model, "retrieval", "zero-shot", "report", 1.0, 0, seed, **m))
+    return rows
