@@ -166,7 +166,10 @@ def _is_dicom_file(p: Path) -> bool:
 
 
 def _guess_volume_modality(path: Path) -> str:
-    """CT when the central slice holds air-like values (< -500), else MR (intensities of MR are >= 0)."""
+    """CT when the central slice holds air-like values (< -500), else MR (MR intensities are >= 0).
+
+    Reads the whole volume: pass ``modality`` to a layout to skip this on large folders.
+    """
     import numpy as np
 
     from .readers3d import read_volume
@@ -193,7 +196,11 @@ def _unique_ids(paths: Sequence[Path], root: Path) -> List[str]:
 
 
 def scan_folder(root: Path, *, exclude: Sequence[Path] = ()) -> List[tuple]:
-    """Find (path, kind) under ``root``: kind is 'volume', 'raster', 'dicom_series' or 'dicom_2d'."""
+    """Find (path, kind) under ``root``: kind is 'volume', 'raster', 'dicom_series' or 'dicom_2d'.
+
+    A folder with two or more DICOM slices of a CT/MR series is one 'dicom_series'; DICOM files of an
+    X-ray modality (or without a patient position) are 'dicom_2d'. Hidden folders are skipped.
+    """
     import pydicom
 
     skip = {p.resolve() for p in exclude}
@@ -201,6 +208,8 @@ def scan_folder(root: Path, *, exclude: Sequence[Path] = ()) -> List[tuple]:
     for d in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]]):
         if any(d == s or s in d.parents for s in skip):
             continue
+        if any(part.startswith(".") for part in d.relative_to(root).parts):
+            continue  # hidden folders (.git, editor caches)
         dicoms = []
         for f in sorted(p for p in d.iterdir() if p.is_file()):
             suffix = file_suffix(f)
@@ -223,7 +232,8 @@ def scan_folder(root: Path, *, exclude: Sequence[Path] = ()) -> List[tuple]:
         if len(series_files) > 1:
             found.append((d, "dicom_series"))
         elif series_files:
-            found.append((series_files[0], "dicom_2d"))
+            warnings.warn(f"{series_files[0]}: a single slice of a CT/MR series is neither a volume nor an "
+                          "X-ray; left out", LayoutWarning, stacklevel=3)
     return found
 
 

@@ -173,3 +173,13 @@ def test_folder_ids_are_unique_and_safe(tmp_path):
     vol(tmp_path / "other" / "x(2).nii.gz")
     ids = sorted(c.id for c in LAYOUTS.build("folder", src=tmp_path, modality="ct"))
     assert ids == ["other__x_2_", "site_A__scan_1", "site_B__scan_1"]
+
+
+def test_folder_leaves_out_single_ct_slice_and_hidden(tmp_path, dicom_writer):
+    vol(tmp_path / "a.nii.gz")
+    vol(tmp_path / ".git" / "b.nii.gz")
+    (tmp_path / "lone").mkdir()
+    dicom_writer(tmp_path / "lone" / "s.dcm", np.zeros((4, 4)), modality="CT", ipp=[0, 0, 0], iop=[1, 0, 0, 0, 1, 0])
+    with pytest.warns(UserWarning, match=r"s\.dcm: a single slice"):
+        cases = LAYOUTS.build("folder", src=tmp_path, modality="ct")
+    assert [c.id for c in cases] == ["a"]
