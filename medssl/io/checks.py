@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -17,21 +17,28 @@ AFFINE_ATOL_MM = 1e-3
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def squeeze_to_3d(array: np.ndarray, path: Optional[Union[str, Path]]) -> np.ndarray:
-    """Return ``array`` as (I, J, K), dropping trailing singleton axes (e.g. a NIfTI time axis of 1).
+def shape_3d(shape: Sequence[int], path: Optional[Union[str, Path]]) -> Tuple[int, int, int]:
+    """The (I, J, K) shape of data stored with ``shape``, dropping trailing singleton axes
+    (e.g. a NIfTI time axis of 1).
 
     Raises :class:`DataError` for 2D images (fewer than 3 axes, or a single slice)
     and for 4D+ data with more than one volume (time series, multi-channel).
     """
-    shape = tuple(array.shape)
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim > 3:
+    shape = tuple(int(n) for n in shape)
+    kept = shape
+    while len(kept) > 3 and kept[-1] == 1:
+        kept = kept[:-1]
+    if len(kept) > 3:
         raise DataError(path, f"is {len(shape)}D (shape {shape}) where a single 3D volume is expected; "
                         "split channels or time points into separate files")
-    if array.ndim < 3 or min(array.shape) < 2:
+    if len(kept) < 3 or min(kept) < 2:
         raise DataError(path, f"is 2D (shape {shape}) where a 3D volume is expected")
-    return array
+    return kept  # type: ignore[return-value]
+
+
+def squeeze_to_3d(array: np.ndarray, path: Optional[Union[str, Path]]) -> np.ndarray:
+    """``array`` reshaped to (I, J, K) after :func:`shape_3d` accepted its shape."""
+    return array.reshape(shape_3d(array.shape, path))
 
 
 def check_finite(array: np.ndarray, path: Optional[Union[str, Path]]) -> None:

@@ -8,13 +8,14 @@ left-multiplied by ``diag(-1, -1, 1, 1)``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
 from ..errors import DataError
-from .checks import LPS_TO_RAS, check_affine, check_finite, squeeze_to_3d
+from .checks import LPS_TO_RAS, check_affine, check_finite, shape_3d, squeeze_to_3d
 from .volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -98,8 +99,7 @@ def _read_nifti(path: Path) -> Volume:
         img = nib.load(str(path))
         shape = tuple(img.shape)
         if len(shape) != 3:
-            # validate the dimensionality before pulling 4D data into memory
-            squeeze_to_3d(np.empty(shape, dtype=np.uint8), path)
+            shape_3d(shape, path)  # validate the dimensionality before pulling 4D data into memory
         raw_dtype = img.get_data_dtype()
         scaled = img.dataobj.slope not in (None, 1.0) or img.dataobj.inter not in (None, 0.0)
         if np.issubdtype(raw_dtype, np.integer) and not scaled:
@@ -112,7 +112,8 @@ def _read_nifti(path: Path) -> Volume:
     except MemoryError:
         raise
     except Exception as exc:  # nibabel raises many types for truncated / corrupt files
-        raise DataError(path, f"cannot read NIfTI file (corrupt or truncated?): {type(exc).__name__}: {exc}") from None
+        detail = " ".join(str(exc).replace(str(path), "the file").split())
+        raise DataError(path, f"cannot read NIfTI file (corrupt or truncated?): {type(exc).__name__}: {detail}") from None
     array = squeeze_to_3d(array, path)
     affine = check_affine(affine, path)
     return Volume(array=array, affine=affine, path=path, meta={"format": "nifti"})
@@ -138,16 +139,16 @@ def _read_itk(path: Path) -> Volume:
         ncomp = reader.GetNumberOfComponents()
         size = tuple(reader.GetSize())
     except RuntimeError as exc:
-        raise DataError(path, f"cannot read image header (corrupt or unsupported?): {_first_line(exc)}") from None
+        raise DataError(path, f"cannot read image header (corrupt or unsupported?): {_first_line(exc, path)}") from None
     if ncomp != 1:
         raise DataError(path, f"has {ncomp} components per voxel where a scalar 3D volume is expected")
     if dim != 3:
-        squeeze_to_3d(np.empty(size[::-1] if dim < 3 else size, dtype=np.uint8), path)
+        shape_3d(size, path)
     try:
         img = reader.Execute()
         array = sitk.GetArrayFromImage(img)  # (K, J, I)
     except RuntimeError as exc:
-        raise DataError(path, f"cannot read image data (corrupt or truncated?): {_first_line(exc)}") from None
+        raise DataError(path, f"cannot read image data (corrupt or truncated?): {_first_line(exc, path)}") from None
     array = squeeze_to_3d(array.transpose(tuple(range(array.ndim))[::-1]), path)
     array = np.ascontiguousarray(array)
     d = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
@@ -155,7 +156,18 @@ def _read_itk(path: Path) -> Volume:
     return Volume(array=array, affine=affine, path=path, meta={"format": file_suffix(path).lstrip(".")})
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, path: Optional[Path] = None) -> str:
+    """The telling part of an ITK / library message, on one line, without source locations or the path."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK messages start with a source location; the last line says what went wrong
-    return lines[-1] if lines else type(exc).__name__
+    if lines and lines[0].startswith("Exception thrown in SimpleITK"):
+        lines = lines[1:]  # "<source file>:<line>:" header
+    kept = []
+    for ln in lines:
+        ln = re.sub(r"^(sitk::|itk::)?\s*(ITK )?ERROR:\s*(\w+\(0x[0-9a-f]+\):\s*)?", "", ln)
+        ln = re.sub(r"^\[\w+\]\s*", "", ln)
+        if path is not None:
+            ln = ln.replace(f'"{path}"', "the file").replace(str(path), "the file")
+        if not ln or ln.endswith(":") or "trouble" in ln or ln.startswith("Reason: No such file"):
+            continue
+        kept.append(ln)
+    return kept[-1] if kept else type(exc).__name__

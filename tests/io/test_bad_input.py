@@ -98,3 +98,17 @@ def test_check_pair_shape_and_geometry():
     flipped = aff @ np.diag([-1.0, 1.0, 1.0, 1.0])
     with pytest.raises(DataError, match="direction cosines differ"):
         check_pair(img, Volume(np.zeros((4, 5, 6), np.uint8), flipped, path="lab.nii.gz"))
+
+
+@pytest.mark.parametrize("ext", [".nii", ".mha", ".nrrd"])
+def test_truncated_uncompressed_gives_one_line(tmp_path, ext):
+    import SimpleITK as sitk
+
+    path = tmp_path / f"v{ext}"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((10, 10, 10), np.int16)), str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 700])
+    with pytest.raises(DataError) as err:
+        read_volume(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: cannot read") and "\n" not in msg
