@@ -38,6 +38,7 @@ class ModelSpec:
     backbone_name: str
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
+    random_build: Optional[Callable[[int], nn.Module]] = None  # the baseline's builder, for unregistered encoders
 
 
 def _patch(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequence[int]]) -> Tuple[int, ...]:
@@ -100,4 +101,8 @@ def resolve(spec: str | Path, *, name: Optional[str] = None, patch_size: Optiona
 
 def baseline_for(model: ModelSpec) -> ModelSpec:
     """The random-initialisation row matching ``model``: same backbone, arguments and patch size."""
+    if model.random_build is not None:
+        return ModelSpec(name="random-init", build=model.random_build, patch_size=model.patch_size,
+                         spatial_dims=model.spatial_dims, pretrained=False, backbone_name=model.backbone_name,
+                         backbone_kwargs=dict(model.backbone_kwargs))
     return random_init(model.backbone_name, backbone_kwargs=model.backbone_kwargs, patch_size=model.patch_size)

@@ -53,3 +53,8 @@ def tiny_encoder():
 def toy_volumes():
     rng = np.random.default_rng(0)
     return [toy_volume(rng) for _ in range(8)]
+
+
+@pytest.fixture
+def tiny_encoder_cls():
+    return TinyEncoder
