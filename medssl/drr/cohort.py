@@ -49,6 +49,13 @@ def _xray_meta(meta: Dict[str, Any], view: str) -> Dict[str, Any]:
     return out
 
 
+def _patient_meta(record: Dict[str, Any]) -> Dict[str, Any]:
+    """The manifest meta of a synthetic patient: its record without id and report (as the cohort writer does)."""
+    if isinstance(record.get("meta"), dict):
+        return dict(record["meta"])
+    return {k: v for k, v in record.items() if k not in ("id", "report", "report_text")}
+
+
 def _render_views(hu: np.ndarray, affine: np.ndarray, views, size: int, energy_kev: float) -> np.ndarray:
     poses = standard_poses(list(views), hu.shape, affine, size=size)
     raw = render(hu_to_mu(hu, energy_kev), affine, poses)
@@ -108,7 +115,7 @@ def render_cohort_xrays(cohort_dir: Union[str, Path], *, size: int = 256, seed: 
                 xid += "x"
             rel = f"xrays/{xid}_{view}.png"
             write_png(image, root / rel)
-            meta = dict((patient.get("record") or {}).get("meta") or {})
+            meta = _patient_meta(patient.get("record") or {})
             added.append({"id": xid, "image": rel, "modality": "xray", "split": unpaired_split(),
                           "meta": {**_xray_meta(meta, view), "drr_rendered": True, "unpaired": True}})
     write_manifest(list(kept) + added, manifest)

@@ -49,7 +49,7 @@ def _fake_patient(rng, preset):
     hu = np.full((12, 12, 12), -1000.0, np.float32)
     hu[3:9, 3:9, 3:9] = rng.uniform(0, 100)
     return {"hu": hu, "affine": np.diag([3.0, 3.0, 3.0, 1.0]), "organs": None, "lesions": [],
-            "record": {"id": "x", "meta": {"severity": 2, "nodule_count": 1}}}
+            "record": {"id": "x", "report": "text", "severity": 2, "nodule_count": 1}}
 
 
 def test_cohort_xrays_are_paired_and_unpaired_records_added(tmp_path):
@@ -84,3 +84,17 @@ def test_cohort_unpaired_without_generator_names_the_problem(tmp_path, monkeypat
     monkeypatch.setattr(cohort, "_default_patient_fn", lambda: None)
     with pytest.raises(ValueError, match="synth_patient"):
         render_cohort_xrays(tmp_path, size=8, n_unpaired=1)
+
+
+def test_cohort_unpaired_with_the_synthetic_generator(tmp_path):
+    synth = pytest.importorskip("medssl.synth")
+    if not hasattr(synth, "synth_patient"):
+        pytest.skip("medssl.synth.synth_patient not available")
+    _ct(tmp_path / "c0.nii.gz")
+    write_manifest([{"id": "c0", "image": "c0.nii.gz", "modality": "ct"}], tmp_path / "manifest.jsonl")
+    added = render_cohort_xrays(tmp_path, size=32, seed=3, n_unpaired=1, preset="tiny")
+    unpaired = [r for r in added if r["meta"].get("unpaired")]
+    assert len(unpaired) == 1 and "pair" not in unpaired[0]
+    assert "severity" in unpaired[0]["meta"] and "report" not in unpaired[0]["meta"]
+    img = np.asarray(Image.open(tmp_path / unpaired[0]["image"]))
+    assert img.shape == (32, 32) and img.std() > 10
