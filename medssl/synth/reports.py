@@ -34,7 +34,9 @@ def _pick(rng: np.random.Generator, options: List[str]) -> str:
 
 def _nodule_phrase(n: Dict[str, Any]) -> str:
     kind = "solid" if n["type"] == "solid" else "ground-glass"
-    return f"a {n['diameter_mm']:.0f} mm {kind} nodule in the {LOBE_NAMES[n['lobe']]}"
+    size = f"{n['diameter_mm']:.0f}"
+    article = "an" if size.startswith("8") or size in ("11", "18") else "a"  # "an eight", "an eleven"
+    return f"{article} {size} mm {kind} nodule in the {LOBE_NAMES[n['lobe']]}"
 
 
 def _followup(d: float) -> str:
