@@ -10,6 +10,8 @@ import inspect
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
+
 from ..errors import ConfigError, DataError
 from ..registry import BACKBONES, METHODS, SOURCES
 
@@ -82,23 +84,27 @@ def build_source(cfg: Any, cache: Optional[Path] = None) -> Any:
 def data_meta(source: Any) -> Dict[str, Any]:
     """What the release checkpoint records about the data: spacing, normalisation, patch size, channels.
 
-    Taken from ``source.data_meta()`` when the source has it, else from the
-    attributes ``spacing``, ``normalisation``, ``patch_size``, ``in_channels``
-    and the cache meta (``source.cache.meta``) where present.
+    From ``source.data_meta()`` when the source has it; otherwise from the
+    source's cache (``plan.json``: target spacing; the first case's
+    ``meta.json``: intensity normalisation and modality) and the source's
+    ``patch_size`` / ``size`` and ``spacing`` / ``normalisation`` attributes.
     """
     if hasattr(source, "data_meta"):
         return dict(source.data_meta())
     meta: Dict[str, Any] = {}
     cache = getattr(source, "cache", None)
-    cmeta = getattr(cache, "meta", None)
-    if callable(cmeta):
-        cmeta = cmeta()
-    if isinstance(cmeta, dict):
-        for key in ("spacing", "normalisation", "normalization", "intensity", "modality"):
-            if key in cmeta:
-                meta["normalisation" if key in ("normalization", "intensity") else key] = cmeta[key]
-    for key in ("spacing", "normalisation", "patch_size", "in_channels", "spatial_dims"):
-        val = getattr(source, key, None)
-        if val is not None:
-            meta[key] = list(val) if isinstance(val, tuple) else val
+    plan = getattr(cache, "plan", None)
+    if isinstance(plan, dict) and plan.get("spacing") is not None:
+        meta["spacing"] = list(plan["spacing"])
+    ids = getattr(source, "ids", None)
+    if cache is not None and hasattr(cache, "meta") and ids:
+        case = cache.meta(ids[0])
+        if "normalization" in case:
+            meta["normalisation"] = case["normalization"]
+        if "modality" in case:
+            meta["modality"] = case["modality"]
+    for key, attr in (("patch_size", "patch_size"), ("patch_size", "size"), ("spacing", "spacing"), ("normalisation", "normalisation"), ("in_channels", "in_channels")):
+        val = getattr(source, attr, None)
+        if val is not None and key not in meta:
+            meta[key] = [int(v) if isinstance(v, (int, np.integer)) else v for v in val] if isinstance(val, (tuple, list)) else val
     return meta

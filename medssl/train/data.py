@@ -5,7 +5,9 @@ The position in the data is one integer: the global sample counter ``i``
 sample ``i`` is a function of ``(seed, i)``:
 
 - which source item it is: epoch ``e = i // len(source)`` walks through the
-  permutation ``default_rng([seed, e]).permutation(len(source))``;
+  permutation ``default_rng([seed, e]).permutation(len(source))``; sources
+  with epochs (``set_epoch``, the cache sources) get the key
+  ``e * len(source) + j``, so their own seeded crops change from epoch to epoch;
 - the views: the view generator gets ``default_rng([seed, i])``.
 
 So a run resumed at optimiser step ``s`` simply starts at sample
@@ -46,20 +48,23 @@ class StepDataset(Dataset):
             raise ValueError("source: has no samples")
         self._perm_epoch = -1
         self._perm: Optional[np.ndarray] = None
+        self.epoch_keys = hasattr(source, "set_epoch")  # keys >= len(source) carry the epoch
 
     def __len__(self) -> int:  # unbounded in principle; the sampler decides what is read
         return 2**62
 
-    def source_index(self, i: int) -> int:
+    def source_key(self, i: int) -> int:
+        """The key passed to ``source[...]`` for global sample ``i``."""
         epoch, pos = divmod(int(i), self.n)
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._perm_epoch = epoch
         assert self._perm is not None
-        return int(self._perm[pos])
+        j = int(self._perm[pos])
+        return epoch * self.n + j if self.epoch_keys else j
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        sample = self.source[self.source_index(i)]
+        sample = self.source[self.source_key(i)]
         rng = np.random.default_rng([self.seed, int(i)])
         views = self.view_fn(sample, rng)
         views.setdefault("index", int(i))

@@ -18,12 +18,16 @@ from torch import nn
 __all__ = ["collect_probe_set", "knn_probe"]
 
 
-def _label_of(sample: Dict[str, Any], key: str) -> Optional[Any]:
+def _label_of(source: Any, sample: Dict[str, Any], key: str) -> Optional[Any]:
+    """``sample[key]``, ``sample["meta"][key]``, or the manifest meta of the case in the source's cache."""
     if key in sample:
         return sample[key]
     meta = sample.get("meta")
-    if isinstance(meta, dict):
-        return meta.get(key)
+    if isinstance(meta, dict) and key in meta:
+        return meta[key]
+    cache = getattr(source, "cache", None)
+    if cache is not None and hasattr(cache, "record") and "id" in sample:
+        return (cache.record(sample["id"]).get("meta") or {}).get(key)
     return None
 
 
@@ -31,7 +35,8 @@ def collect_probe_set(source: Any, *, label_key: str, max_cases: int = 64) -> Op
     """``{"images": [N, C, *spatial], "labels": [N] long, "classes": [...]}`` or None when fewer than 4 cases are labelled.
 
     Reads ``source[0], source[1], ...`` in order, keeping the first sample of
-    each case id that has a label under ``label_key``.
+    each case id that has a label under ``label_key`` (in the sample, its
+    ``meta``, or the case's manifest meta in the source's cache).
     """
     images: List[torch.Tensor] = []
     raw: List[Any] = []
@@ -41,7 +46,7 @@ def collect_probe_set(source: Any, *, label_key: str, max_cases: int = 64) -> Op
             break
         s = source[j]
         cid = s.get("id", j)
-        lab = _label_of(s, label_key)
+        lab = _label_of(source, s, label_key)
         if cid in seen or lab is None:
             continue
         seen.add(cid)
