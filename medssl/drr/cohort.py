@@ -6,8 +6,7 @@ each CT's PA and lateral views to ``xrays/<id>_pa.png`` and
 (modality ``xray``, ``pair`` = the CT's id, the CT's split, the patient's
 ``meta`` so that finding labels carry over, plus ``meta.view``). It then
 renders ``n_unpaired`` X-rays from further synthetic patients (records
-without ``pair``, ``meta.unpaired`` true, split ``unpaired`` where the
-manifest accepts it, else ``train``): the plentiful unpaired 2D data that
+without ``pair``, ``meta.unpaired`` true, split ``unpaired``): the plentiful unpaired 2D data that
 UniMiSS (Xie et al., ECCV 2022) pretrains on next to the 3D volumes.
 Running it again replaces the X-ray records it wrote before.
 """
@@ -37,10 +36,8 @@ def _default_patient_fn() -> Optional[PatientFn]:
 
 
 def unpaired_split() -> str:
-    """``"unpaired"`` where the manifest accepts that split, else ``"train"`` (with ``meta.unpaired``)."""
-    from ..io.manifest import SPLITS
-
-    return "unpaired" if "unpaired" in SPLITS else "train"
+    """The manifest split of unpaired X-rays (pretraining only, never evaluation)."""
+    return "unpaired"
 
 
 def _xray_meta(meta: Dict[str, Any], view: str) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ from ..errors import DataError
 MODALITIES_3D = ("ct", "mr")
 MODALITIES_2D = ("xray",)
 MODALITIES = MODALITIES_3D + MODALITIES_2D
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "unpaired")  # unpaired: extra 2D images with no CT, pretraining only
 REQUIRED = ("id", "image", "modality")
 KNOWN_FIELDS = REQUIRED + ("label", "report", "report_text", "pair", "split", "meta")
 PATH_FIELDS = ("image", "label", "report")
