@@ -95,9 +95,26 @@ def check_kwargs(ctor: Callable[..., Any], kwargs: Dict[str, Any], prefix: str) 
 # The modules whose import fills each registry, listed explicitly (no package scanning).
 BACKBONES = Registry(
     "backbone",
-    modules=["medssl.backbones", "medssl.backbones.cond_cnn3d", "medssl.backbones.mit", "medssl.backbones.mit_plus"],
+    modules=[
+        "medssl.backbones.resnet",
+        "medssl.backbones.unet_encoder",
+        "medssl.backbones.swin",
+        "medssl.backbones.vit",
+        "medssl.backbones.cond_cnn3d",
+        "medssl.backbones.mit",
+        "medssl.backbones.mit_plus",
+    ],
 )
-METHODS = Registry("method", modules=["medssl.methods", "medssl.methods.drasclr"])
+METHODS = Registry(
+    "method",
+    modules=[
+        "medssl.methods.simclr",
+        "medssl.methods.moco",
+        "medssl.methods.dino",
+        "medssl.methods.mae",
+        "medssl.methods.drasclr",
+    ],
+)
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
 SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source"])
 TASKS = Registry("task", modules=["medssl.eval"])
