@@ -172,6 +172,10 @@ def load_encoder(path: Union[str, Path], *, expect: Optional[Mapping[str, Any]] 
         raise CheckpointError(f"{path}: cannot rebuild backbone '{bb['name']}' ({exc})") from None
     prefix = meta["encoder_prefix"]
     enc = {k[len(prefix):]: state[k] for k in meta["encoder_keys"]}
+    own = backbone.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in enc.items() if k in own and own[k].shape != v.shape]
+    if shapes:
+        raise CheckpointError(f"{path}: encoder weights do not fit backbone '{bb['name']}' (shape checkpoint vs backbone: {shapes[:3]})")
     result = backbone.load_state_dict(enc, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -188,10 +188,6 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
             optimizer.zero_grad(set_to_none=True)
             bad += 1
             warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({bad} in a row)")
-            if bad >= t.max_bad_steps:
-                if logger is not None:
-                    logger.close()
-                raise DivergedError(f"{run_dir}: the loss was NaN/Inf for {bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {last}")
         else:
             bad = 0
             if t.grad_clip is not None:
@@ -211,6 +207,10 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
             row["samples_per_s"] = G / max(time.time() - t_step, 1e-9)
             logger.log_step(row)
 
+        if bad >= t.max_bad_steps:
+            if logger is not None:
+                logger.close()
+            raise DivergedError(f"{run_dir}: the loss was NaN/Inf for {bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {last}")
         done = steps_done = step + 1
         if probe_set is not None and done % cfg.eval.knn_every == 0 and logger is not None:
             logger.log_eval({"step": step, **knn_probe(method.encoder, probe_set, k=cfg.eval.knn_k)})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,14 @@ class ToyBackbone(nn.Module):
 class ToyMethod(Method):
     """Two noisy views, a projection head, NT-Xent; an EMA buffer exercises method state."""
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.5, step_delay: float = 0.0, nan_at: int = -1, dropout: float = 0.1) -> None:
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, step_delay: float = 0.0, nan_steps: Sequence[int] = (), nan_from: int = -1, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = backbone
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.embed_dim, 8))
         self.temperature = temperature
         self.step_delay = step_delay
-        self.nan_at = nan_at
+        self.nan_steps = set(int(s) for s in nan_steps)
+        self.nan_from = nan_from
         self.register_buffer("center", torch.zeros(8))
         self._step = 0
 
@@ -59,7 +60,7 @@ class ToyMethod(Method):
         z0 = self.head(self.encoder(batch["view0"]))
         z1 = self.head(self.encoder(batch["view1"]))
         loss = ntxent_loss(z0, z1, self.temperature, gather_distributed=True)
-        if self._step == self.nan_at or (self.nan_at == -2):
+        if self._step in self.nan_steps or 0 <= self.nan_from <= self._step:
             loss = loss * float("nan")
         if self.step_delay:
             time.sleep(self.step_delay)
