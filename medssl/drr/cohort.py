@@ -35,6 +35,11 @@ def _default_patient_fn() -> Optional[PatientFn]:
     return synth_patient
 
 
+#: Extra seed word for unpaired patients, so they never repeat a cohort patient
+#: (cohort patient n draws from ``[seed, n]``).
+UNPAIRED_STREAM = 1
+
+
 def unpaired_split() -> str:
     """The manifest split of unpaired X-rays (pretraining only, never evaluation)."""
     return "unpaired"
@@ -67,7 +72,7 @@ def render_cohort_xrays(cohort_dir: Union[str, Path], *, size: int = 256, seed: 
     Args:
         cohort_dir: folder with ``manifest.jsonl`` (CT records, paths relative to it).
         size: square detector size in pixels.
-        seed: seeds the unpaired patients (``default_rng([seed, n])`` for the n-th).
+        seed: seeds the unpaired patients (``default_rng([seed, n, UNPAIRED_STREAM])`` for the n-th: a stream no cohort patient uses).
         n_unpaired: number of extra X-rays from further synthetic patients.
         preset: synthetic cohort preset passed to ``patient_fn``.
         energy_kev: effective photon energy.
@@ -102,7 +107,7 @@ def render_cohort_xrays(cohort_dir: Union[str, Path], *, size: int = 256, seed: 
             raise DataError(manifest, "n_unpaired > 0 needs medssl.synth.synth_patient (or patient_fn)")
         taken = {c.id for c in kept} | {r["id"] for r in added}
         for n in range(int(n_unpaired)):
-            rng = np.random.default_rng([int(seed), n])
+            rng = np.random.default_rng([int(seed), n, UNPAIRED_STREAM])
             patient = fn(rng, preset)
             view = "pa" if rng.random() < 0.7 else "lateral"
             image = _render_views(np.asarray(patient["hu"], dtype=np.float32), np.asarray(patient["affine"]),

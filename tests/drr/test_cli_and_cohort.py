@@ -98,3 +98,7 @@ def test_cohort_unpaired_with_the_synthetic_generator(tmp_path):
     assert "severity" in unpaired[0]["meta"] and "report" not in unpaired[0]["meta"]
     img = np.asarray(Image.open(tmp_path / unpaired[0]["image"]))
     assert img.shape == (32, 32) and img.std() > 10
+    # the unpaired patient is not cohort patient 0 drawn again (same seed, same index)
+    cohort_patient = synth.synth_patient(synth.patient_rng(3, 0), preset="tiny")
+    keys = ("age", "pack_years", "emphysema_pct")
+    assert [unpaired[0]["meta"].get(k) for k in keys] != [cohort_patient["record"].get(k) for k in keys]
