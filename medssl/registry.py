@@ -103,6 +103,7 @@ BACKBONES = Registry(
         "medssl.backbones.cond_cnn3d",
         "medssl.backbones.mit",
         "medssl.backbones.mit_plus",
+        "medssl.backbones.slice_encoder",
     ],
 )
 METHODS = Registry(
@@ -113,8 +114,11 @@ METHODS = Registry(
         "medssl.methods.dino",
         "medssl.methods.mae",
         "medssl.methods.drasclr",
+        "medssl.methods.unimiss",
+        "medssl.methods.iicc",
+        "medssl.methods.iicc_baselines",
     ],
 )
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
-SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source"])
+SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source", "medssl.data.volume_slices_source"])
 TASKS = Registry("task", modules=["medssl.eval"])
