@@ -18,7 +18,7 @@ import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from .. import __version__
 from ..errors import ConfigError
@@ -114,13 +114,20 @@ def _remove_stale(out: Path, ids: set) -> None:
 
 
 def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[str, Preset] = "default",
-                    progress: bool = True, workers: int = 1) -> Path:
+                    progress: bool = True, workers: int = 1, xrays: bool = False,
+                    xray_size: Optional[int] = None, n_unpaired: int = 0) -> Path:
     """Generate ``n`` patients into ``out`` and return the path of ``manifest.jsonl``.
 
     Patient ``i`` depends only on (seed, i) and the preset, so any patient can be
     regenerated alone with ``synth_patient(patient_rng(seed, i), preset)``.
     ``workers`` > 1 generates patients in parallel processes (same bytes).
+    With ``xrays``, a PA and a lateral DRR per patient are added (paired with
+    the CT in the manifest), plus ``n_unpaired`` X-rays of further synthetic
+    patients (split ``unpaired``); see :mod:`medssl.drr.cohort`.
+    ``xray_size`` defaults to the largest in-plane size of the preset.
     """
+    if not isinstance(n_unpaired, int) or n_unpaired < 0:
+        raise ConfigError("n_unpaired", f"must be an integer >= 0, got {n_unpaired!r}")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError("n", f"number of patients must be an integer >= 1, got {n!r}")
     if not isinstance(workers, int) or workers < 1:
@@ -175,4 +182,9 @@ def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[
     _write_text(out / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     manifest = out / "manifest.jsonl"
     _write_text(manifest, "".join(json.dumps(r) + "\n" for r in records))
+    if xrays:
+        from ..drr.cohort import render_cohort_xrays
+
+        size = int(xray_size or max(p.shape[:2]))
+        render_cohort_xrays(out, size=size, seed=seed, n_unpaired=n_unpaired, preset=p.name)
     return manifest

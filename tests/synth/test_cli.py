@@ -14,8 +14,16 @@ from medssl.synth import generate_cohort
 def test_cli_writes_a_tiny_cohort_and_rewrites_it(tmp_path, capsys):
     out = tmp_path / "c"
     assert main(["synth", "--out", str(out), "--n", "3", "--seed", "1", "--preset", "tiny", "--no-progress"]) == 0
-    lines = (out / "manifest.jsonl").read_text().splitlines()
-    assert [json.loads(x)["id"] for x in lines] == ["synth_0000", "synth_0001", "synth_0002"]
+    records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    cts = [r for r in records if r["modality"] == "ct"]
+    assert [r["id"] for r in cts] == ["synth_0000", "synth_0001", "synth_0002"]
+    # a PA and a lateral X-ray per CT, paired, and as many unpaired X-rays of other patients
+    paired = [r for r in records if r["modality"] == "xray" and r.get("pair")]
+    assert sorted((r["pair"], r["meta"]["view"]) for r in paired) == sorted(
+        (c["id"], v) for c in cts for v in ("pa", "lateral"))
+    unpaired = [r for r in records if r["modality"] == "xray" and not r.get("pair")]
+    assert len(unpaired) == 3 and all(r["split"] == "unpaired" for r in unpaired)
+    assert all((out / r["image"]).is_file() for r in paired + unpaired)
     assert len(list((out / "imagesTr").glob("*.nii.gz"))) == 3
     assert len(list((out / "labelsTr" / "lesions").glob("*.nii.gz"))) == 3
     assert (out / "patients.csv").read_text().count("\n") == 4
