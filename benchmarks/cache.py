@@ -152,6 +152,15 @@ def main() -> None:
         ids = [f"vol{i:02d}" for i in range(args.volumes)]
         print(f"{args.volumes} volumes of {SHAPE} (x, y, z), {PATCH}^3 patches with random flips, batch 8, "
               f"{args.workers} workers, {os.cpu_count()} CPUs")
+        print("memory of the medssl loader (measured first, before MONAI fills the main process):")
+        for n in (max(1, args.volumes // 2), args.volumes):
+            main_before = psutil.Process().memory_info().rss / 2**20
+            _, mem = time_loader(medssl_loader(root / "cache", ids[:n], args.workers, seed=1), args.batches,
+                                 memory=True)
+            per = "; ".join(f"rss {m['rss_mb']:.0f}, cache pages {m['npy_mb']:.0f}, private {m['private_mb']:.0f}"
+                            for m in mem)
+            print(f"  {n:3d} volumes: workers (MB) [{per}]; main process rss {main_before:.0f} MB")
+
         # interleave: medssl, monai, medssl, monai; keep the best of each (least disturbed by other load)
         ours, ours_f32, theirs = [], [], []
         mon = monai_loader(root, args.volumes, args.workers)
@@ -166,14 +175,6 @@ def main() -> None:
         print(f"ratio medssl / MONAI: {max(ours) / max(theirs):.2f}x as delivered, "
               f"{max(ours_f32) / max(theirs):.2f}x with the float32 conversion on the CPU")
         del mon
-        print("memory of the medssl loader (after the timed batches):")
-        for n in (max(1, args.volumes // 2), args.volumes):
-            main_before = psutil.Process().memory_info().rss / 2**20
-            _, mem = time_loader(medssl_loader(root / "cache", ids[:n], args.workers, seed=1), args.batches,
-                                 memory=True)
-            per = "; ".join(f"rss {m['rss_mb']:.0f}, cache pages {m['npy_mb']:.0f}, private {m['private_mb']:.0f}"
-                            for m in mem)
-            print(f"  {n:3d} volumes: workers (MB) [{per}]; main process rss {main_before:.0f} MB")
 
 
 if __name__ == "__main__":
