@@ -114,11 +114,12 @@ METHODS = Registry(
         "medssl.methods.dino",
         "medssl.methods.mae",
         "medssl.methods.drasclr",
+        "medssl.methods.t3d",
         "medssl.methods.unimiss",
         "medssl.methods.iicc",
         "medssl.methods.iicc_baselines",
     ],
 )
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
-SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source", "medssl.data.volume_slices_source"])
-TASKS = Registry("task", modules=["medssl.eval"])
+SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source", "medssl.data.volume_slices_source", "medssl.data.report_source"])
+TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.t3d_tasks"])

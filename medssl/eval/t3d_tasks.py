@@ -1,0 +1,1 @@
+"""T3D evaluation tasks (filled in below)."""
