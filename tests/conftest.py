@@ -67,3 +67,20 @@ def reference_input(shape, frequency):
 
     n = int(np.prod(shape))
     return torch.from_numpy((0.5 + 0.5 * np.sin(frequency * np.arange(n, dtype=np.float64))).reshape(shape)).float()
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """A 4-patient tiny synthetic cohort with X-rays, preprocessed: (manifest path, cache path).
+
+    Built once per test process; tests must not modify it.
+    """
+    from medssl.preprocess import preprocess_manifest
+    from medssl.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp("tiny_cohort")
+    manifest = generate_cohort(root / "cohort", n=4, seed=0, preset="tiny", progress=False, xrays=True,
+                               n_unpaired=2)
+    cache = root / "cache"
+    preprocess_manifest(manifest, cache, progress=False)
+    return manifest, cache

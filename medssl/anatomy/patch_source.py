@@ -1,54 +1,105 @@
 """A data source of DrasCLR anatomical patches (see :mod:`medssl.anatomy.prepare`).
 
-Item ``s`` (the global sample counter) names a (location, subject) pair
-explicitly, so every batch carries its own location indices and nothing
-depends on state kept in the main process (the released code's
-"current location" drifted out of sync with its DataLoader workers).
-Each pass over the data visits every (location, subject) pair once, in an
-order drawn from ``(seed, pass)``: locations are interleaved within a pass
-so that every location's queue is refreshed all along, not once per epoch.
-With ``group_by_location`` consecutive items share a location, so most
-batches have one location (the released schedule; the fastest path of the
-conditioned encoder).
+Item ``j`` names a (location, subject) pair explicitly
+(``location = j % L``, ``subject = j // L``), so every batch carries its own
+location indices and nothing depends on state kept in the main process (the
+released code's "current location" drifted out of sync with its DataLoader
+workers). The trainer walks the items in a seeded permutation per pass, so
+locations are interleaved within a pass and every location's queue is
+refreshed all along (the released code refilled a location's queue only
+during that location's turn, so its negatives were an epoch old).
+
+On first use the patch set is prepared from the cache (lung masks, atlas,
+registration, patches) under ``root`` (default: next to the cache), and
+reused afterwards.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 
 from ..errors import DataError
 from ..registry import SOURCES
-from .prepare import load_grid
+from .prepare import load_grid, prepare_patches
+
+#: DrasCLR's intensity scaling: HU clipped to [-1024, 240], then (HU + 1024) / 632 - 1.
+NORMALISATION = {"kind": "hu_clip_scale", "window": [-1024.0, 240.0], "offset": 1024.0, "divisor": 632.0,
+                 "shift": -1.0}
 
 
 @SOURCES.register("drasclr_patches", help="DrasCLR atlas-grid patches with locations and neighbours")
 class AnatomicalPatchSource(torch.utils.data.Dataset):
-    def __init__(self, root: Union[str, Path], seed: int = 0, group_by_location: bool = False,
-                 ids: Union[List[str], None] = None):
-        self.root = Path(root)
-        report = self.root / "report.json"
-        if not report.is_file():
-            raise DataError(self.root, "no DrasCLR patch set here (report.json missing); run the preparation first")
-        import json
+    """Samples ``dict(patch=[1,P,P,P] HU, neighbours=[2,1,P,P,P], loc=[3], nbr_loc=[2,3],
+    loc_index, subject_index, id)``.
 
-        self.ids = ids if ids is not None else json.loads(report.read_text())["ids"]
+    Args:
+        cache: a preprocessed cache (path or :class:`medssl.preprocess.Cache`) of CTs.
+        root: the patch set folder (default ``<cache>/../drasclr_p{patch}_s{step}``).
+        patch, step, min_fraction, max_patches: the atlas grid (paper: 32, 26, 0.1, 1000).
+        atlas: a user's atlas lung mask file; default: built from the cohort.
+        atlas_mode: ``median`` (one template subject) or ``average``.
+        ids: restrict to these subjects.
+    """
+
+    def __init__(
+        self,
+        cache: Any = None,
+        root: Optional[Union[str, Path]] = None,
+        patch: int = 32,
+        step: int = 26,
+        min_fraction: float = 0.1,
+        max_patches: int = 1000,
+        atlas: Optional[str] = None,
+        atlas_mode: str = "median",
+        ids: Optional[List[str]] = None,
+        progress: bool = True,
+    ):
+        if root is None:
+            if cache is None:
+                raise ValueError("cache/root: give the cache to prepare from, or a prepared patch set")
+            cache_dir = Path(getattr(cache, "path", cache))
+            root = cache_dir.parent / f"drasclr_p{patch}_s{step}"
+        self.root = Path(root)
+        if not (self.root / "report.json").is_file():
+            if cache is None:
+                raise DataError(self.root, "no DrasCLR patch set here (report.json missing) and no cache to build it")
+            prepare_patches(cache, self.root, atlas_path=atlas, atlas_mode=atlas_mode, patch=patch, step=step,
+                            min_fraction=min_fraction, max_patches=max_patches, progress=progress)
+        report = json.loads((self.root / "report.json").read_text())
+        self.ids = list(ids) if ids is not None else list(report["ids"])
         if not self.ids:
-            raise DataError(self.root, "no subject has patches (all failed or none prepared)")
+            raise DataError(self.root, f"no subject has patches; failures: {report.get('failed')}")
         self.grid = load_grid(self.root)
         self.locations = torch.from_numpy(np.asarray(self.grid.locations, np.float32))
-        self.seed, self.group_by_location = seed, group_by_location
         self._arrays: Dict[str, np.ndarray] = {}
 
     @property
     def num_locations(self) -> int:
         return len(self.grid)
 
+    @property
+    def patch_size(self) -> List[int]:
+        return [self.grid.patch] * 3
+
+    def data_meta(self) -> Dict[str, Any]:
+        """What a checkpoint records about the data (see :func:`medssl.train.build.data_meta`)."""
+        cache_plan = self.root.parent / "cache" / "plan.json"
+        meta: Dict[str, Any] = {"patch_size": self.patch_size, "normalisation": NORMALISATION, "in_channels": 1,
+                                "num_locations": self.num_locations, "patch_set": str(self.root)}
+        if cache_plan.is_file():
+            meta["spacing"] = json.loads(cache_plan.read_text()).get("spacing")
+        return meta
+
     def __len__(self) -> int:
         return self.num_locations * len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items then arrive as ``epoch * len + j``, so the neighbour draw changes per pass."""
 
     def patches(self, cid: str) -> np.ndarray:
         """[N, P, P, P] float16 HU, memory-mapped."""
@@ -56,28 +107,19 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
             self._arrays[cid] = np.load(self.root / "patches" / f"{cid}.npy", mmap_mode="r", allow_pickle=False)
         return self._arrays[cid]
 
-    def pair(self, s: int) -> tuple:
-        """(location index, subject index) of global item ``s``."""
-        L, S = self.num_locations, len(self.ids)
-        epoch, within = divmod(int(s), L * S)
-        rng = np.random.default_rng([self.seed, epoch])
-        if self.group_by_location:
-            loc_order = rng.permutation(L)
-            li, si = divmod(within, S)
-            return int(loc_order[li]), int(rng.permutation(S)[si])
-        flat = rng.permutation(L * S)[within]
-        return int(flat % L), int(flat // L)
+    def subject_patches(self, cid: str) -> torch.Tensor:
+        """All of a subject's patches, [N, 1, P, P, P] float32 HU (for feature extraction)."""
+        return torch.from_numpy(np.asarray(self.patches(cid), np.float32))[:, None]
 
-    def __getitem__(self, s: int) -> Dict[str, Any]:
-        loc, subj = self.pair(s)
+    def __getitem__(self, j: int) -> Dict[str, Any]:
+        key = int(j)
+        j = key % len(self)
+        loc, subj = j % self.num_locations, j // self.num_locations
         cid = self.ids[subj]
         arr = self.patches(cid)
         nb = self.grid.neighbours[loc]
-        rng = np.random.default_rng([self.seed, int(s), 1])
-        if len(nb) == 0:
-            pick = np.array([loc, loc])
-        else:
-            pick = rng.choice(nb, size=2, replace=len(nb) < 2)
+        rng = np.random.default_rng([key, 1])
+        pick = np.array([loc, loc]) if len(nb) == 0 else rng.choice(nb, size=2, replace=len(nb) < 2)
         return {
             "patch": torch.from_numpy(np.asarray(arr[loc], np.float32))[None],
             "neighbours": torch.from_numpy(np.asarray(arr[pick], np.float32))[:, None],
@@ -87,3 +129,9 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
             "subject_index": subj,
             "id": cid,
         }
+
+
+def normalise(hu: torch.Tensor) -> torch.Tensor:
+    """HU -> DrasCLR's [-1, 1] (no augmentation): for feature extraction."""
+    lo, hi = NORMALISATION["window"]
+    return (hu.clamp(lo, hi) + NORMALISATION["offset"]) / NORMALISATION["divisor"] + NORMALISATION["shift"]
