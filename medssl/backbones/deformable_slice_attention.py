@@ -57,15 +57,25 @@ def interp1d(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 class ContinuousPositionBias(nn.Module):
-    """``r: [..]`` relative slice offsets -> ``[.., heads]`` bias (log-spaced MLP, Swin-v2 style)."""
+    """Relative slice offsets ``r: [B, G, N, M]`` -> bias ``[B, H, N, M]`` (log-spaced MLP, Swin-v2 style).
 
-    def __init__(self, heads: int, hidden: int = 64) -> None:
+    One hidden layer shared by all groups; the output layer gives each group
+    only its own ``H / G`` heads (heads are numbered group-major).
+    """
+
+    def __init__(self, heads: int, groups: int, hidden: int = 32) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, heads))
+        self.heads, self.groups = heads, groups
+        self.hidden = nn.Linear(1, hidden)
+        self.out = nn.Parameter(torch.randn(groups, hidden, heads // groups) * hidden ** -0.5)
+        self.out_bias = nn.Parameter(torch.zeros(groups, heads // groups))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         r = torch.sign(r) * torch.log1p(r.abs())
-        return self.mlp(r.unsqueeze(-1))
+        h = torch.relu(self.hidden(r.unsqueeze(-1)))  # [B, G, N, M, hidden]
+        bias = torch.einsum("bgnmc,gck->bgknm", h, self.out) + self.out_bias[None, :, :, None, None]
+        b, g, k, n, m = bias.shape
+        return bias.reshape(b, g * k, n, m)
 
 
 class DeformableSliceAttention(nn.Module):
@@ -117,7 +127,7 @@ class DeformableSliceAttention(nn.Module):
             nn.GELU(),
             nn.Conv1d(qdim, 1, 1, bias=False),
         )
-        self.cpb = ContinuousPositionBias(heads) if rel_pos_bias else None
+        self.cpb = ContinuousPositionBias(heads, offset_groups) if rel_pos_bias else None
         self.attn_drop = nn.Dropout(dropout)
         self.scale = head_dim ** -0.5
 
@@ -152,17 +162,13 @@ class DeformableSliceAttention(nn.Module):
         q = self.to_q(x).reshape(b, n, h, hd).transpose(1, 2)  # [B, H, N, hd]
         k = self.to_k(sampled).reshape(b, m, h, hd).transpose(1, 2)  # [B, H, M, hd]
         v = self.to_v(sampled).reshape(b, m, h, hd).transpose(1, 2)
-        logits = torch.einsum("bhnc,bhmc->bhnm", q, k) * self.scale  # [B, H, N, M]
+        bias = None
         if self.cpb is not None:
             qpos = torch.arange(n, device=x.device, dtype=pos.dtype)
-            rel = qpos.view(1, 1, n, 1) - pos.unsqueeze(2)  # [B, G, N, M]
-            bias = self.cpb(rel)  # [B, G, N, M, H]
-            hpg = h // g  # heads per group read their own group's positions
-            idx = torch.arange(h, device=x.device)
-            bias = bias[:, idx // hpg, :, :, idx]  # [H, B, N, M]
-            logits = logits + bias.permute(1, 0, 2, 3)
-        attn = self.attn_drop(logits.softmax(dim=-1))
-        out = torch.einsum("bhnm,bhmc->bhnc", attn, v).transpose(1, 2).reshape(b, n, h * hd)
+            bias = self.cpb(qpos.view(1, 1, n, 1) - pos.unsqueeze(2))  # [B, H, N, M], r = i - p_m
+        p = self.attn_drop.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype), dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, n, h * hd)  # [B, N, H*hd]
         return self.to_out(out)
 
     def forward(self, x: torch.Tensor, return_positions: bool = False) -> torch.Tensor | Tuple[torch.Tensor, torch.Tensor]:

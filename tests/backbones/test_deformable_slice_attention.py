@@ -59,12 +59,15 @@ def _plain_attention(a, x, pos):
     k = a.to_k(sampled).view(b, -1, h, hd).transpose(1, 2)
     v = a.to_v(sampled).view(b, -1, h, hd).transpose(1, 2)
     mask = None
-    if a.cpb is not None:
+    if a.cpb is not None:  # per head: the MLP of its group on r = i - p_m, written out
         bias = torch.zeros(b, h, n, pos.shape[-1])
+        hpg = h // g
         for hi in range(h):
-            gi = hi // (h // g)
-            rel = torch.arange(n).view(1, n, 1).float() - pos[:, gi].unsqueeze(1)
-            bias[:, hi] = a.cpb(rel)[..., hi]
+            gi, ki = hi // hpg, hi % hpg
+            r = torch.arange(n).view(1, n, 1).float() - pos[:, gi].unsqueeze(1)  # [B, N, M]
+            r = torch.sign(r) * torch.log1p(r.abs())
+            hid = torch.relu(r.unsqueeze(-1) * a.cpb.hidden.weight[:, 0] + a.cpb.hidden.bias)
+            bias[:, hi] = hid @ a.cpb.out[gi, :, ki] + a.cpb.out_bias[gi, ki]
         mask = bias
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return a.to_out(out.transpose(1, 2).reshape(b, n, h * hd))
