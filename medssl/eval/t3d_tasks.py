@@ -1,1 +1,178 @@
-"""T3D evaluation tasks (filled in below)."""
+"""Report <-> volume retrieval and zero-shot finding classification, registered in ``TASKS``.
+
+Two protocols per model:
+
+- ``native``: a T3D checkpoint's own heads. The volume embedding is the
+  method's crop aggregation over sliding crops of the checkpoint's crop size
+  covering the whole volume (native spacing), projected into the joint space;
+  reports and prompts go through the checkpoint's text encoder and text
+  projection. Needs the full release checkpoint (``ModelSpec.meta["checkpoint"]``,
+  else ``<run_dir>/checkpoints/final.safetensors`` from the recorded config,
+  accepted only when its encoder weights equal the evaluated encoder's).
+- ``ridge``: for any encoder (random init, vision-only baselines, T3D alike):
+  mean-pooled frozen features of the same sliding crops, mapped into the text
+  encoder's space by ridge regression fitted on the train split's
+  (feature, report embedding) pairs (:class:`~medssl.eval.zero_shot.RidgeAlign`).
+
+Retrieval and zero-shot AUC are computed on the test split.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..registry import TASKS
+from .data import EvalData
+from .features import extract_features, sliding_patches
+from .models import ModelSpec
+from .retrieval import bidirectional_recall
+from .tasks import PRIMARY_METRIC, EvalSettings, split
+from .zero_shot import SYNTH_FINDINGS, RidgeAlign, zero_shot_auc
+
+PRIMARY_METRIC.setdefault("report_retrieval", "a2b_R@1")
+PRIMARY_METRIC.setdefault("zero_shot", "auc")
+TEXT_METHODS = ("t3d",)
+
+
+@functools.lru_cache(maxsize=2)
+def text_encoder(name: str) -> Any:
+    """A frozen :class:`~medssl.text.TextEncoder`, loaded once per process."""
+    from ..text import TextEncoder
+
+    return TextEncoder(name)
+
+
+def report_text(text: str, case: str) -> str:
+    """Findings + impression, as embedded in pretraining (no language check: evaluation never rejects)."""
+    from ..text import parse_report
+
+    return parse_report(text, case=case, check_language=False).text
+
+
+def _checkpoint_candidates(meta: Dict[str, Any]) -> List[Path]:
+    out = [Path(meta["checkpoint"])] if meta.get("checkpoint") else []
+    run_dir = (meta.get("config") or {}).get("run_dir")
+    if run_dir:
+        out.append(Path(run_dir) / "checkpoints" / "final.safetensors")
+    return out
+
+
+def load_t3d(model: ModelSpec) -> Optional[torch.nn.Module]:
+    """The full T3D method of a checkpoint ``model`` (eval mode), or None for other models."""
+    from ..checkpoint import load_release
+    from ..registry import BACKBONES, METHODS
+
+    if not model.pretrained or model.meta.get("method") not in TEXT_METHODS:
+        return None
+    encoder = model.build(0).state_dict()
+    for path in _checkpoint_candidates(model.meta):
+        if not path.is_file():
+            continue
+        state, meta = load_release(path)
+        prefix = meta["encoder_prefix"]
+        same = all(k[len(prefix):] in encoder and torch.equal(state[k], encoder[k[len(prefix):]]) for k in meta["encoder_keys"])
+        if not same:
+            continue
+        cfg = meta["config"]
+        bb = dict(cfg["backbone"])
+        kwargs = {k: v for k, v in cfg["method"].items() if k != "name"}
+        method = METHODS.build(cfg["method"]["name"], backbone=BACKBONES.build(bb.pop("name"), **bb), **kwargs)
+        method.load_state_dict(state, strict=True)
+        return method.eval()
+    warnings.warn(f"{model.name}: the full T3D checkpoint was not found ({[str(p) for p in _checkpoint_candidates(model.meta)]}); "
+                  "only the ridge protocol is reported")
+    return None
+
+
+@torch.no_grad()
+def native_volume_embeddings(method: Any, data: EvalData, ids: Sequence[str], patch_size: Sequence[int], *,
+                             batch_size: int = 4, device: str = "cpu") -> torch.Tensor:
+    """``[N, joint_dim]``: sliding crops of each volume -> encoder -> the method's aggregation and projection."""
+    method = method.to(device).eval()
+    out = []
+    for i in ids:
+        crops = sliding_patches(torch.from_numpy(data.image(i))[None], patch_size)  # [P, 1, *patch]
+        h = torch.cat([method.encoder(crops[j: j + batch_size].to(device)) for j in range(0, len(crops), batch_size)])
+        out.append(method.volume_embedding(h[None]).cpu()[0])  # [J]
+    return torch.stack(out)
+
+
+class _Embeddings:
+    """Per model: test-split volume embeddings and the matching text-embedding function, per protocol and seed."""
+
+    def __init__(self, model: ModelSpec, data: EvalData, s: EvalSettings) -> None:
+        self.model, self.data, self.s = model, data, s
+        self.train, self.test = split(data, s)
+        self.train = [i for i in self.train if i in data.reports]
+        self.test = [i for i in self.test if i in data.reports]
+        if len(self.test) < 2 or len(self.train) < 2:
+            from ..errors import DataError
+
+            raise DataError(data.source, "report tasks need reports ('report' or 'report_text') for >= 2 train and test cases")
+        name = str((model.meta.get("data") or {}).get("text_encoder") or "default")
+        self.embed_raw = s.text_embed or (lambda texts: text_encoder(name).embed(texts).numpy())
+        self.method = load_t3d(model)
+        self._feats: Dict[int, Dict[str, np.ndarray]] = {}
+
+    def reports(self, ids: Sequence[str]) -> List[str]:
+        return [report_text(self.data.reports[i], i) for i in ids]
+
+    def protocols(self, seed: int) -> Dict[str, tuple]:
+        """``{protocol: (volume embeddings [N_test, J], text embedding fn)}``."""
+        out: Dict[str, tuple] = {}
+        if self.method is not None:
+            m = self.method
+
+            def native_text(texts: List[str]) -> torch.Tensor:
+                return m.text_embedding(torch.as_tensor(np.asarray(self.embed_raw(texts)), dtype=torch.float32)).detach()
+
+            vol = native_volume_embeddings(m, self.data, self.test, self.model.patch_size, batch_size=self.s.batch_size, device=self.s.device)
+            out["native"] = (vol, native_text)
+        key = 0 if self.model.pretrained else seed
+        if key not in self._feats:
+            enc = self.model.build(seed).to(self.s.device)
+            ids = self.train + self.test
+            f = extract_features(enc, (self.data.image(i) for i in ids), patch_size=self.model.patch_size, mode="sliding",
+                                 batch_size=self.s.batch_size, device=self.s.device)
+            self._feats[key] = dict(zip(ids, f))
+        f = self._feats[key]
+        ridge = RidgeAlign().fit(np.stack([f[i] for i in self.train]), np.asarray(self.embed_raw(self.reports(self.train))))
+        out["ridge"] = (torch.from_numpy(ridge.predict(np.stack([f[i] for i in self.test]))).float(),
+                        lambda texts: torch.as_tensor(np.asarray(self.embed_raw(texts)), dtype=torch.float32))
+        return out
+
+
+def _row(model: ModelSpec, task: str, protocol: str, target: str, n: int, seed: int, **metrics: Any) -> Dict[str, Any]:
+    return {"model": model.name, "task": task, "protocol": protocol, "target": target, "label_fraction": 1.0,
+            "n_labelled": n, "seed": seed, **metrics}
+
+
+@TASKS.register("report_retrieval", help="report <-> volume recall@1/5/10 on the test split (T3D heads; ridge-aligned features)")
+def report_retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Dict[str, Any]]:
+    emb = _Embeddings(model, data, s)
+    rows = []
+    for seed in s.seeds:
+        for protocol, (vol, text_fn) in emb.protocols(seed).items():
+            txt = text_fn(emb.reports(emb.test))
+            rows.append(_row(model, "report_retrieval", protocol, "report", len(emb.train), seed,
+                             **bidirectional_recall(vol, txt)))
+    return rows
+
+
+@TASKS.register("zero_shot", help="zero-shot AUC per finding from text prompts (T3D heads; ridge-aligned features)")
+def zero_shot_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Dict[str, Any]]:
+    emb = _Embeddings(model, data, s)
+    meta = [data.meta.get(i, {}) for i in emb.test]
+    rows = []
+    for seed in s.seeds:
+        for protocol, (vol, text_fn) in emb.protocols(seed).items():
+            aucs = zero_shot_auc(vol, meta, text_fn, SYNTH_FINDINGS)
+            for finding, auc in aucs.items():
+                rows.append(_row(model, "zero_shot", protocol, finding, len(emb.train), seed, auc=auc))
+    return rows
