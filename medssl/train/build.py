@@ -71,6 +71,8 @@ def _open_cache(path: Path) -> Any:
 def build_source(cfg: Any, cache: Optional[Path] = None) -> Any:
     """The data source ``SOURCES.build(data.source, cache=..., **data.kwargs)``."""
     kwargs: Dict[str, Any] = dict(cfg.data.kwargs)
+    if "seed" in inspect.signature(SOURCES.get(cfg.data.source)).parameters and "seed" not in kwargs:
+        kwargs["seed"] = cfg.seed  # the run's seed also seeds the source's own crops
     if needs_cache(cfg):
         kwargs["cache"] = _open_cache(cache if cache is not None else cache_path(cfg))
     try:
