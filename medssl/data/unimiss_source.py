@@ -47,7 +47,7 @@ class UniMiSSSource(Dataset):
 
     Args:
         cache: the preprocessed cache (CT as a [0, 1] HU window, X-rays in [0, 1]).
-        batch_size: the run's global batch (``data.batch_size``; write ``${data.batch_size}``).
+        global_batch: the run's global batch (``data.batch_size``; write ``${data.batch_size}``).
         schedule: ``alternate`` | ``mixed`` | ``ct`` | ``xray``.
         xray_steps, ct_steps: phase lengths in optimiser steps (None: ``epochs_per_phase`` passes).
         epochs_per_phase: passes over the cases per phase when the step counts are not given (paper: 2).
@@ -64,7 +64,7 @@ class UniMiSSSource(Dataset):
         self,
         cache: Union[Cache, str, Path],
         *,
-        batch_size: int,
+        global_batch: int,
         schedule: str = "alternate",
         xray_steps: Optional[int] = None,
         ct_steps: Optional[int] = None,
@@ -78,12 +78,12 @@ class UniMiSSSource(Dataset):
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if int(global_batch) < 1:
+            raise ValueError(f"global_batch: must be >= 1, got {global_batch}")
         if not ct_divisor > 0:
             raise ValueError(f"ct_divisor: must be > 0, got {ct_divisor}")
         self.cache = open_cache(cache)
-        self.batch_size, self.schedule, self.seed = int(batch_size), schedule, int(seed)
+        self.batch_size, self.schedule, self.seed = int(global_batch), schedule, int(seed)
         self.subvolume_size = check_size("subvolume_size", subvolume_size, 3)
         self.xray_size = check_size("xray_size", xray_size, 2)
         self.patch_size = check_size("patch_size", patch_size, 3)

@@ -56,6 +56,8 @@ class UniMiSS(UniMiSSBase):
             (``ct_size``, ``xr_size``, scales, probabilities).
     """
 
+    TERMS = ("vol2vol", "slc2vol", "slc2slc", "vol2slc", "loss_ct", "loss_xr")
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -138,3 +140,4 @@ class UniMiSS(UniMiSSBase):
 
 
 from . import unimiss_plus  # noqa: E402,F401  (registers "unimiss_plus" with this module)
+from ..data import unimiss_source  # noqa: E402,F401  (registers the "unimiss_mixed" source the presets use)

@@ -127,7 +127,11 @@ class UniMiSSBase(Method):
     def view_options(self) -> Dict[str, Any]:
         return dict(self.views)
 
+    #: every loss term a step can log; absent ones are logged as NaN so that log columns stay fixed
+    TERMS: tuple = ()
+
     def logs(self, terms: Dict[str, torch.Tensor]) -> Dict[str, Any]:
-        out: Dict[str, Any] = {k: v.detach() for k, v in terms.items()}
+        out: Dict[str, Any] = {k: float("nan") for k in self.TERMS}
+        out.update({k: v.detach() for k, v in terms.items()})
         out["teacher_temp"] = self._tt
         return out

@@ -64,6 +64,8 @@ class UniMiSSPlus(UniMiSSBase):
         views: :class:`~medssl.views.unimiss_views.UniMiSSViews` options (DRR size, scales, ...).
     """
 
+    TERMS = ("ct2ct", "xr2ct", "slice2ct", "mse_ct", "mse_xr", "loss_ct", "xr2xr", "mse_xray", "loss_xr")
+
     def __init__(
         self,
         backbone: nn.Module,
