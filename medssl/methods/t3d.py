@@ -160,6 +160,10 @@ class T3D(Method):
         self.decoder.grad_checkpointing = bool(getattr(self.encoder, "grad_checkpointing", False))
         pred = self.decoder(feat, text, mask).float()  # [B*K, 1, D, H, W]
         target = batch["image"].flatten(0, 1).float()
+        if pred.shape != target.shape:
+            raise ConfigError("data.crop_size", f"crops of {list(target.shape[2:])} voxels do not come back from the decoder "
+                                                f"({list(pred.shape[2:])}): each side must be a multiple of the encoder's "
+                                                f"downsampling factor {2 ** self.decoder.n_up}")
         where = batch["corrupt_mask"].flatten(0, 1)
         err = (pred - target).abs() if self.restoration_loss == "l1" else (pred - target) ** 2
         return (err * where).sum() / where.sum().clamp_min(1)
