@@ -122,4 +122,4 @@ METHODS = Registry(
 )
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
 SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source", "medssl.data.volume_slices_source", "medssl.data.report_source"])
-TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.t3d_tasks"])
+TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])

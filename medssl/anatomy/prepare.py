@@ -11,7 +11,9 @@ isotropic spacing (the paper: 1 mm). For every subject:
 3. every atlas grid window mapped into the subject and cut as an
    axis-aligned block, HU clipped to ``hu_clip`` (the paper: [-1024, 240]),
    stored as ``patches/<id>.npy`` (float16, [N, P, P, P], (Z, Y, X) order
-   like the cache).
+   like the cache); the block corners (subject voxels, (X, Y, Z)) with the
+   subject's grid (shape, affine) go to ``geometry/<id>.json``, so that
+   per-patch predictions can be painted back (:mod:`medssl.anatomy.dense_map`).
 
 A subject whose mask is empty or whose registration fails is listed in
 ``report.json`` with the reason and left out; the run goes on. A rerun
@@ -83,7 +85,7 @@ def prepare_patches(
 
         cache = Cache(cache)
     out = Path(out)
-    for sub in ("patches", "registration", "masks"):
+    for sub in ("patches", "registration", "masks", "geometry"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     report = PrepReport(out)
     ids = [cid for cid in cache.ids if cache.meta(cid).get("modality", "ct") == "ct"]
@@ -130,9 +132,13 @@ def prepare_patches(
         if not res.ok:
             report.failed[cid] = res.message
             continue
-        if not ppath.is_file():
+        gpath = out / "geometry" / f"{cid}.json"
+        if not ppath.is_file() or not gpath.is_file():
             hu, aff = _subject_hu(cache, cid)
             corners = map_to_subject(grid, atlas.affine, res.matrix, aff)
+            gpath.write_text(json.dumps({"shape_xyz": list(hu.shape), "affine": np.asarray(aff).tolist(),
+                                         "corners_xyz": corners.tolist(), "patch": grid.patch}))
+        if not ppath.is_file():
             blocks = np.stack([extract_block(hu, c, grid.patch, AIR_HU) for c in corners])
             blocks = np.clip(blocks, lo, hi).transpose(0, 3, 2, 1)  # (N, Z, Y, X)
             _write_npy(ppath, np.ascontiguousarray(blocks).astype(np.float16))

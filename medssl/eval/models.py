@@ -100,9 +100,17 @@ def resolve(spec: str | Path, *, name: Optional[str] = None, patch_size: Optiona
 
 
 def baseline_for(model: ModelSpec) -> ModelSpec:
-    """The random-initialisation row matching ``model``: same backbone, arguments and patch size."""
+    """The random-initialisation row matching ``model``: same backbone, arguments and patch size.
+
+    It keeps the checkpoint's data description (``meta["data"]``), so tasks
+    that read the pretraining data layout (a DrasCLR patch set) see the same one.
+    """
     if model.random_build is not None:
-        return ModelSpec(name="random-init", build=model.random_build, patch_size=model.patch_size,
+        base = ModelSpec(name="random-init", build=model.random_build, patch_size=model.patch_size,
                          spatial_dims=model.spatial_dims, pretrained=False, backbone_name=model.backbone_name,
                          backbone_kwargs=dict(model.backbone_kwargs))
-    return random_init(model.backbone_name, backbone_kwargs=model.backbone_kwargs, patch_size=model.patch_size)
+    else:
+        base = random_init(model.backbone_name, backbone_kwargs=model.backbone_kwargs, patch_size=model.patch_size)
+    if model.meta.get("data"):
+        base.meta["data"] = dict(model.meta["data"])
+    return base
