@@ -15,7 +15,7 @@ from ..registry import Registry
 KeyMapper = Callable[[str], Optional[str]]
 
 #: Modules whose import registers key mappers; add new architectures here.
-MAPPER_MODULES = ["medssl.weights.mit_keys"]
+MAPPER_MODULES = ["medssl.weights.mit_keys", "medssl.weights.drasclr_keys"]
 
 KEY_MAPPERS = Registry("key_mapper", modules=MAPPER_MODULES)
 
