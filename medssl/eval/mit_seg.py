@@ -1,0 +1,208 @@
+"""The MiT segmentation network of UniMiSS (2D and 3D, deep supervision) and its evaluation task.
+
+Xie et al., UniMiSS (ECCV 2022), segmentation fine-tuning: the pretrained MiT
+encoder without its cls token, the same 3 transformer decoder stages (their
+pretrained weights are reused when the backbone has them), then
+ConvTranspose 48->32 + the stem skip + a conv block, an upsampling x(1, 2, 2)
+(x2 in 2D) back to the input grid and a 1x1 classifier; deep supervision by a
+1x1 classifier on each decoder stage (256, 128, 48 channels).
+
+Running without the cls token: each stage embeds its map, adds the spatial
+part of its positional embedding (the cls slot dropped) and runs its blocks
+with ``num_cls=0``, as the released segmentation network does.
+
+``forward(x)`` returns logits ``[B, K, *S]``; in training mode with
+``deep_supervision`` a list ``[main, stage3, stage2, stage1]`` (coarser
+logits at their own grids) that :func:`deep_supervision_loss` weights
+1, 1/2, 1/4, 1/8 (normalised; nnU-Net's scheme).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones.mit_layers import ConvNormAct, TokenStage, conv_cls, path_key
+from ..methods.unimiss_common import to_channels
+
+
+def _run_stage(stage: TokenStage, fmap: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One MiT token stage without the cls token: ``[B, Ci, *S] -> [B, C, *G]``."""
+    key = path_key(fmap.ndim - 2)
+    e = stage.embed[key](fmap)
+    if skip is not None:
+        e = e + skip
+    B, C, grid = e.shape[0], e.shape[1], tuple(e.shape[2:])
+    x = e.flatten(2).transpose(1, 2) + stage.pos[key](grid)[:, stage.num_cls:]  # [B, N, C]
+    for blk in stage.blocks:
+        x = blk(x, grid, 0)
+    return x.transpose(1, 2).reshape(B, C, *grid)
+
+
+class MiTSegNet(nn.Module):
+    """``x: [B, C, *S] -> logits [B, num_classes, *S]`` on a MiT backbone (2D or 3D by ``spatial_dims``).
+
+    Args:
+        backbone: a :class:`~medssl.backbones.mit.MiT` (its encoder; its decoder when built).
+        num_classes: output classes including background.
+        spatial_dims: the dimensionality this network segments (a path of the backbone).
+        deep_supervision: return the stage logits too in training mode.
+    """
+
+    def __init__(self, backbone: nn.Module, *, num_classes: int, spatial_dims: Optional[int] = None,
+                 deep_supervision: bool = True) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes: must be >= 2 (background + one class), got {num_classes}")
+        if not hasattr(backbone, "encoder") or not hasattr(backbone.encoder, "stem"):
+            raise ValueError("backbone: MiTSegNet needs a MiT backbone (mit_tiny / mit_small)")
+        d = int(spatial_dims or backbone.spatial_dims)
+        if d not in backbone.paths:
+            raise ValueError(f"spatial_dims: {d} is not a path of this backbone ({backbone.paths})")
+        self.spatial_dims, self.num_classes, self.deep_supervision = d, int(num_classes), bool(deep_supervision)
+        self.in_channels = int(backbone.in_channels_by_path[d])
+        self.embed_dim = int(backbone.embed_dim)
+        self.encoder = backbone.encoder
+        if backbone.decoder is None:
+            from ..backbones.mit import MiTDecoder
+
+            self.decoder = MiTDecoder(backbone.encoder.stage_grids, paths=backbone.paths)
+        else:
+            self.decoder = backbone.decoder
+        k = path_key(d)
+        dims = [s.blocks[0].norm1.normalized_shape[0] for s in self.decoder.stages]  # [256, 128, 48]
+        self.up = conv_cls(d, transposed=True)(dims[-1], 32, kernel_size=2, stride=2)
+        self.block = nn.Sequential(ConvNormAct(d, 32, 32, 3, 1, 1), ConvNormAct(d, 32, 32, 3, 1, 1))
+        self.classifier = conv_cls(d)(32, num_classes, kernel_size=1)
+        self.ds_heads = nn.ModuleList([conv_cls(d)(c, num_classes, kernel_size=1) for c in dims])
+        self.final_scale = (1, 2, 2) if d == 3 else (2, 2)
+        self._key = k
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"x: expected a [B, C, *S] tensor with {self.spatial_dims} spatial dims, got {tuple(x.shape)}")
+        x = to_channels(x, self.in_channels)
+        stem = self.encoder.stem[self._key](x)  # [B, 32, *S/stem]
+        maps, h = [stem], stem
+        for stage in self.encoder.stages:
+            h = _run_stage(stage, h)
+            maps.append(h)
+        outs: List[torch.Tensor] = []
+        for i, stage in enumerate(self.decoder.stages):
+            h = _run_stage(stage, h, skip=maps[-2 - i])
+            outs.append(h)
+        h = self.decoder.norm(h.movedim(1, -1)).movedim(-1, 1)  # final LayerNorm over channels
+        h = self.block(self.up(h) + stem)
+        h = F.interpolate(h, scale_factor=self.final_scale, mode="trilinear" if self.spatial_dims == 3 else "bilinear",
+                          align_corners=False)
+        main = self.classifier(h)  # [B, K, *S]
+        if self.training and self.deep_supervision:
+            return [main] + [head(o) for head, o in zip(reversed(self.ds_heads), reversed(outs))]
+        return main
+
+
+def deep_supervision_loss(outputs: Any, target: torch.Tensor, loss_fn: Any) -> torch.Tensor:
+    """``sum_i w_i loss(out_i, target resized to out_i)`` with ``w = 1, 1/2, 1/4, ...`` normalised.
+
+    ``target`` is the integer label map ``[B, 1, *S]``; it is resized by nearest neighbour.
+    """
+    if isinstance(outputs, torch.Tensor):
+        return loss_fn(outputs, target)
+    w = torch.tensor([0.5 ** i for i in range(len(outputs))])
+    w = w / w.sum()
+    total = outputs[0].new_zeros(())
+    for wi, out in zip(w, outputs):
+        t = target if out.shape[2:] == target.shape[2:] else F.interpolate(target.float(), size=out.shape[2:], mode="nearest").long()
+        total = total + float(wi) * loss_fn(out, t)
+    return total
+
+
+def to_model_range(image: np.ndarray, normalisation: Optional[Dict[str, Any]],
+                   cache_window: Sequence[float] = (-1024.0, 3071.0)) -> np.ndarray:
+    """Cache CT values (a [0, 1] HU window) -> the checkpoint's recorded range (``hu_scale``: HU / divisor)."""
+    if not normalisation or normalisation.get("kind") != "hu_scale":
+        return image
+    lo, hi = (float(v) for v in cache_window)
+    return ((lo + np.asarray(image, dtype=np.float32) * (hi - lo)) / float(normalisation["divisor"])).astype(np.float32)
+
+
+def finetune_mit_segmentation(
+    encoder: nn.Module,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    patch_size: Sequence[int],
+    config: Any = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> MiTSegNet:
+    """Fine-tune a :class:`MiTSegNet` on ``images[i]`` with ``labels[i]`` (DiceCE + deep supervision)."""
+    from monai.losses import DiceCELoss
+
+    from .segmentation import SegFinetuneConfig, sample_patches
+
+    cfg = config or SegFinetuneConfig()
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"images/labels: need equally many, at least one ({len(images)} and {len(labels)})")
+    torch.manual_seed(seed)
+    net = MiTSegNet(encoder, num_classes=num_classes, spatial_dims=len(patch_size)).to(device)
+    enc_ids = {id(p) for p in net.encoder.parameters()}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
+              {"params": list(net.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    rng = np.random.default_rng(seed)
+    net.train()
+    for _ in range(cfg.steps):
+        x, y = sample_patches(images, labels, patch_size=patch_size, batch_size=cfg.batch_size, rng=rng,
+                              foreground_prob=cfg.foreground_prob)
+        loss = deep_supervision_loss(net(x.to(device)), y.to(device), loss_fn)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
+
+
+def _register_task() -> None:
+    from ..registry import TASKS
+
+    @TASKS.register("mit_segmentation", help="UniMiSS's MiT segmentation network (deep supervision) fine-tuned with Dice+CE")
+    def mit_segmentation_task(model: Any, data: Any, s: Any) -> List[Dict[str, Any]]:
+        """As the ``segmentation`` task, with :class:`MiTSegNet` and the checkpoint's CT normalisation."""
+        from ..errors import DataError
+        from .segmentation import evaluate_segmentation
+        from .splits import label_subset
+        from .tasks import _row, split
+
+        if model.backbone_name not in ("mit_tiny", "mit_small"):
+            raise DataError(data.source, f"mit_segmentation needs a MiT checkpoint, got backbone '{model.backbone_name}'")
+        tr, te = split(data, s)
+        tr = [i for i in tr if data.label(i) is not None]
+        te = [i for i in te if data.label(i) is not None]
+        if not tr or not te:
+            raise DataError(data.source, "segmentation needs label maps ('label' in the manifest) in the train and test splits")
+        norm = (model.meta or {}).get("normalisation")
+        img = {i: to_model_range(data.image(i), norm) for i in tr + te}
+        labels = {i: data.label(i) for i in tr + te}
+        n_cls = int(max(int(v.max()) for v in labels.values())) + 1
+        rows: List[Dict[str, Any]] = []
+        for seed in s.seeds:
+            sub = label_subset(len(tr), s.label_fraction, seed, min_labels=1)
+            ids = [tr[j] for j in sub]
+            net = finetune_mit_segmentation(model.build(seed), [img[i] for i in ids], [labels[i] for i in ids],
+                                            num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
+                                            device=s.device)
+            m = evaluate_segmentation(net, [img[i] for i in te], [labels[i] for i in te], num_classes=n_cls,
+                                      patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
+                                      overlap=s.seg.overlap, device=s.device)
+            rows.append(_row(model, "mit_segmentation", "finetune", "label", s.label_fraction, len(sub), seed, **m))
+        return rows
+
+
+_register_task()
