@@ -51,7 +51,7 @@ class TextEncoder(nn.Module):
     Args:
         name: ``"default"`` (packaged MiniLM), a hub name, or a local folder.
         freeze: no gradients and eval mode (the T3D default).
-        max_length: tokens per sentence (longer ones are truncated).
+        max_length: tokens per text (longer ones are truncated; at most the model's positions).
         batch_size: sentences per forward pass in :meth:`embed`.
         model, tokenizer: an already built ``transformers`` model and tokenizer
             (tests use a tiny random BERT); ``name`` then only names the cache.
@@ -66,6 +66,9 @@ class TextEncoder(nn.Module):
             model, tokenizer = self._load(self.name)
         self.model, self.tokenizer = model, tokenizer
         self.dim = int(self.model.config.hidden_size)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit:  # never feed more tokens than the model has positions for
+            self.max_length = min(self.max_length, int(limit))
         if self.frozen:
             self.model.requires_grad_(False)
             self.model.eval()
