@@ -211,7 +211,7 @@ def fit_pooled_head(
     num_classes: int = 2,
     event: Optional[np.ndarray] = None,
     steps: int = 300,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     weight_decay: float = 1e-3,
     seed: int = 0,
 ) -> PooledHead:
