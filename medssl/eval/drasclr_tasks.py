@@ -53,6 +53,7 @@ TARGETS = {"patient_classification": "severity", "patient_regression": "lung_fun
 PRIMARY_METRIC.update({"patient_classification": "auc", "patient_regression": "r2", "patient_survival": "c_index",
                        "dense_emphysema": "dice"})
 LEARNED = ("attention", "graph_conv")
+HEAD_STEPS = 300  # full-batch AdamW steps of the learned pooling heads
 DICE_THRESHOLDS = tuple(np.round(np.arange(0.02, 0.62, 0.02), 2))
 _FEATURES: Dict[Tuple[int, int, str], np.ndarray] = {}
 
@@ -116,7 +117,7 @@ def _classification(model: ModelSpec, data: EvalData, s: EvalSettings, fractions
                 probas[kind] = probe.predict_proba(pd_.pooled(kind, fte))
             for kind in LEARNED:
                 head = P.fit_pooled_head(pd_.learned(kind, ftr.shape[2]), ftr[sub], ytr[sub], loss="ce",
-                                         num_classes=n_cls, seed=seed)
+                                         num_classes=n_cls, steps=HEAD_STEPS, seed=seed)
                 probas[kind] = torch.softmax(torch.as_tensor(head.predict(fte)), 1).numpy()
             for kind, proba in probas.items():
                 m = classification_report(yte, proba, n_boot=s.n_boot, seed=seed)
@@ -135,7 +136,7 @@ def _regression(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Se
             preds = {kind: RidgeProbe(seed=seed).fit(pd_.pooled(kind, ftr[sub]), ytr[sub]).predict(pd_.pooled(kind, fte))
                      for kind in P.POOLINGS}
             for kind in LEARNED:
-                head = P.fit_pooled_head(pd_.learned(kind, ftr.shape[2]), ftr[sub], ytr[sub], loss="mse", seed=seed)
+                head = P.fit_pooled_head(pd_.learned(kind, ftr.shape[2]), ftr[sub], ytr[sub], loss="mse", steps=HEAD_STEPS, seed=seed)
                 preds[kind] = head.predict(fte)[:, 0]
             for kind, p in preds.items():
                 rows.append(_row(model, "patient_regression", kind, target, frac, len(sub), seed, **regression_report(yte, p)))
@@ -152,13 +153,13 @@ def _survival(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequ
         for frac in fractions:
             sub = label_subset(len(pd_.train), frac, seed, labels=e_tr, min_labels=4)
             risks: Dict[str, np.ndarray] = {}
-            if e_tr[sub].sum() > 0:
+            if e_tr[sub].sum() > 0 and len(sub) >= 3:  # else no Cox fit: NaN rows
                 for kind in P.POOLINGS:
                     probe = CoxProbe(n_components=s.survival_components, penalizer=s.survival_penalizer)
                     risks[kind] = probe.fit(pd_.pooled(kind, ftr[sub]), t_tr[sub], e_tr[sub]).risk(pd_.pooled(kind, fte))
                 for kind in LEARNED:
                     head = P.fit_pooled_head(pd_.learned(kind, ftr.shape[2]), ftr[sub], t_tr[sub], loss="cox",
-                                             event=e_tr[sub], seed=seed)
+                                             event=e_tr[sub], steps=HEAD_STEPS, seed=seed)
                     risks[kind] = head.predict(fte)[:, 0]
             for kind in P.POOLINGS + LEARNED:
                 c = concordance_index(t_te, risks[kind], e_te) if kind in risks else float("nan")
