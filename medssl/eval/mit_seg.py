@@ -191,6 +191,7 @@ def _register_task() -> None:
         img = {i: to_model_range(data.image(i), norm) for i in tr + te}
         labels = {i: data.label(i) for i in tr + te}
         n_cls = int(max(int(v.max()) for v in labels.values())) + 1
+        names = data.label_names if data.label_names and len(data.label_names) == n_cls - 1 else None
         rows: List[Dict[str, Any]] = []
         for seed in s.seeds:
             sub = label_subset(len(tr), s.label_fraction, seed, min_labels=1)
@@ -200,7 +201,7 @@ def _register_task() -> None:
                                             device=s.device)
             m = evaluate_segmentation(net, [img[i] for i in te], [labels[i] for i in te], num_classes=n_cls,
                                       patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
-                                      overlap=s.seg.overlap, device=s.device)
+                                      class_names=names, overlap=s.seg.overlap, device=s.device)
             rows.append(_row(model, "mit_segmentation", "finetune", "label", s.label_fraction, len(sub), seed, **m))
         return rows
 
