@@ -121,5 +121,15 @@ METHODS = Registry(
     ],
 )
 LAYOUTS = Registry("layout", modules=["medssl.io.layouts"])
-SOURCES = Registry("source", modules=["medssl.data", "medssl.anatomy.patch_source", "medssl.drr.source", "medssl.data.volume_slices_source", "medssl.data.report_source"])
+SOURCES = Registry(
+    "source",
+    modules=[
+        "medssl.data",
+        "medssl.data.volume_slices_source",
+        "medssl.data.report_source",
+        "medssl.data.unimiss_source",
+        "medssl.anatomy.patch_source",
+        "medssl.drr.source",
+    ],
+)
 TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])
