@@ -4,7 +4,8 @@ Input is a preprocessed cache (see docs/cache.md) of CT volumes at an
 isotropic spacing (the paper: 1 mm). For every subject:
 
 1. the lung mask (built in, or an external mask file given in the case's
-   manifest meta under ``lung_mask``);
+   manifest meta under ``lung_mask``, an absolute path to a mask on any grid
+   with a valid affine, resampled onto the cache grid by nearest neighbour);
 2. affine registration of the mask to the atlas mask (the atlas is a user's
    file, or built from the cohort: see :mod:`medssl.anatomy.atlas`), saved
    as ``registration/<id>.json`` with the warped-mask Dice;
@@ -97,7 +98,13 @@ def prepare_patches(
         if mpath.is_file():
             m = np.load(mpath, allow_pickle=False)
         else:
-            m = lung_mask(hu, spacing=np.linalg.norm(aff[:3, :3], axis=0))
+            external = (cache.meta(cid).get("manifest_meta") or {}).get("lung_mask")
+            if external:  # a user's mask (any grid): resampled onto the cache grid, nearest neighbour
+                from .dense_map import read_label_on_grid
+
+                m = read_label_on_grid(external, hu.shape, aff) > 0
+            else:
+                m = lung_mask(hu, spacing=np.linalg.norm(aff[:3, :3], axis=0))
             _write_npy(mpath, m)
         if not m.any():
             report.failed[cid] = "empty lung mask (no air-like region inside the body)"

@@ -66,3 +66,20 @@ def test_dice_and_soft_dice():
     assert dice(a, b) == pytest.approx(2 * 4 / 16)
     assert dice(np.zeros(3), np.zeros(3)) == 1.0
     assert soft_dice(a * 0.5, b) == pytest.approx(2 * 2.0 / (4 + 8))
+
+
+def test_read_label_on_grid_resamples_a_file_with_its_affine(tmp_path):
+    from medssl.anatomy.dense_map import read_label_on_grid
+    from medssl.io.writers import write_nifti
+
+    rng = np.random.default_rng(2)
+    lab = rng.integers(0, 3, size=(6, 5, 4)).astype(np.uint8)
+    path = write_nifti(lab, tmp_path / "mask.nii.gz", affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    grid = np.diag([-2.0, 2.0, 2.0, 1.0])
+    grid[:3, 3] = [10.0, 2.0, 0.0]  # grid voxel (i, j, k) = world (10 - 2i, 2 + 2j, 2k) = label voxel (5 - i, 1 + j, k)
+    out = read_label_on_grid(path, (7, 5, 4), grid)
+    for i in range(7):
+        for j in range(5):
+            for k in range(4):
+                inside = 5 - i >= 0 and 1 + j < 5
+                assert out[i, j, k] == (lab[5 - i, 1 + j, k] if inside else 0)
