@@ -6,6 +6,7 @@ teachers); ``final.json`` next to it records::
     {"format": "medssl-release", "format_version": 1,
      "method": name, "backbone": {"name": ..., "kwargs": {...}},
      "spatial_dims": 2|3, "in_channels": int, "embed_dim": int,
+     "spatial_dims_supported": [2, 3] (only for backbones that run both, e.g. MiT),
      "spacing": [...], "normalisation": {...}, "patch_size": [...],
      "encoder_prefix": "encoder.", "encoder_keys": [...],
      "medssl_version": ..., "git_hash": ... | null, "config": {resolved run config}}
@@ -99,6 +100,9 @@ def save_release(path: Union[str, Path], method: nn.Module, cfg: Any, data_meta:
         "encoder_prefix": prefix, "encoder_keys": enc_keys,
         "medssl_version": __version__, "git_hash": git_hash(), "config": cfg_dict,
     }
+    both = getattr(encoder, "spatial_dims_supported", None) or getattr(encoder, "paths", None)
+    if both and len(set(both)) > 1:  # one set of weights for 2D and 3D input (medssl.eval.inputs)
+        meta["spatial_dims_supported"] = sorted(int(d) for d in set(both))
     text = json.dumps(meta, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(path, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))

@@ -132,4 +132,4 @@ SOURCES = Registry(
         "medssl.drr.source",
     ],
 )
-TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])
+TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.mit_seg", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..normalisation import from_hu, make_spec
 from ..registry import SOURCES
 from .prepare import load_grid, prepare_patches
 
 #: DrasCLR's intensity scaling: HU clipped to [-1024, 240], then (HU + 1024) / 632 - 1.
-NORMALISATION = {"kind": "hu_clip_scale", "window": [-1024.0, 240.0], "offset": 1024.0, "divisor": 632.0,
-                 "shift": -1.0}
+NORMALISATION = make_spec("hu_clip_scale", window=[-1024.0, 240.0], offset=1024.0, divisor=632.0, shift=-1.0)
 
 
 @SOURCES.register("drasclr_patches", help="DrasCLR atlas-grid patches with locations and neighbours")
@@ -133,5 +133,4 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
 
 def normalise(hu: torch.Tensor) -> torch.Tensor:
     """HU -> DrasCLR's [-1, 1] (no augmentation): for feature extraction."""
-    lo, hi = NORMALISATION["window"]
-    return (hu.clamp(lo, hi) + NORMALISATION["offset"]) / NORMALISATION["divisor"] + NORMALISATION["shift"]
+    return from_hu(hu, NORMALISATION)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..normalisation import convert, make_spec
 from ..preprocess.cache import Cache
 from ..registry import SOURCES
 from .base import check_size, open_cache, pad_to, random_start
@@ -152,7 +153,7 @@ class UniMiSSSource(Dataset):
         box = tuple(slice(s, s + n) for s, n in zip(start, self.subvolume_size))
         lo, hi = self._window(case_id)
         block = pad_to(np.array(vol[box], dtype=np.float32), self.subvolume_size, value=0.0)
-        ct = (lo + block * (hi - lo)) / self.ct_divisor
+        ct = convert(block, {"kind": "ct_window", "window": [lo, hi]}, make_spec("hu_scale", divisor=self.ct_divisor))
         affine = np.asarray(self.cache.meta(case_id)["affine"], dtype=np.float64)
         shift = np.eye(4)
         shift[:3, 3] = start[::-1]  # (z, y, x) start -> (x, y, z) index offset
@@ -182,8 +183,8 @@ class UniMiSSSource(Dataset):
     def data_meta(self) -> Dict[str, Any]:
         """What the release checkpoint records: CT normalisation (HU / divisor), X-ray range, spacing, patch."""
         meta: Dict[str, Any] = {
-            "normalisation": {"kind": "hu_scale", "divisor": self.ct_divisor, "modality": "ct",
-                              "xray": {"kind": "minmax", "min": 0.0, "max": 1.0}},
+            "normalisation": make_spec("hu_scale", divisor=self.ct_divisor, modality="ct",
+                                       xray=make_spec("minmax", min=0.0, max=1.0)),
             "modality": "ct+xray" if self.ct_ids and self.xr_ids else ("ct" if self.ct_ids else "xray"),
             "schedule": {"kind": self.schedule, "xray_steps": self.xray_steps, "ct_steps": self.ct_steps},
         }

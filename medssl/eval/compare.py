@@ -15,7 +15,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import CheckpointError, ConfigError
 from ..registry import TASKS
+from ..normalisation import needs_conversion
 from .data import EvalData, load_eval_data
+from .inputs import describe_input
 from .models import ModelSpec, baseline_for, resolve
 from .splits import describe_split_rule
 from .tables import write_results
@@ -37,12 +39,37 @@ def _version() -> str:
 
 
 def check_fits(model: ModelSpec, data: EvalData) -> None:
-    """Raise :class:`CheckpointError` when the model cannot read the data (dims, channels)."""
+    """Raise :class:`CheckpointError` when the model cannot read the data (dims, channels, intensity scaling)."""
     if model.spatial_dims != data.spatial_dims:
         raise CheckpointError(f"{model.name}: a {model.spatial_dims}D encoder does not fit {data.spatial_dims}D data ({data.source})")
-    ch = model.meta.get("in_channels")
-    if ch is not None and int(ch) != 1:
+    ch = model.channels()
+    if ch != 1 and not model.repeat_grey:
         raise CheckpointError(f"{model.name}: expects {ch} input channels; the cache holds single-channel images")
+    if model.normalisation:
+        try:
+            needs_conversion(data.cache_spec(), model.input_spec(data.cache_spec()))
+        except ValueError as exc:
+            raise CheckpointError(f"{model.name}: {exc} ({data.source})") from None
+
+
+def fit_to_data(model: ModelSpec, data: EvalData) -> ModelSpec:
+    """``model`` on the path of ``data``'s dims when its backbone runs them (a two-path MiT on X-rays), else as is."""
+    if model.spatial_dims != data.spatial_dims and data.spatial_dims in model.dims_supported():
+        return model.with_dims(data.spatial_dims)
+    return model
+
+
+def describe_inputs(models: Sequence[ModelSpec], data: EvalData) -> str:
+    """The results-header line: what each model was fed."""
+    try:
+        cache = data.cache_spec()
+    except Exception:  # mixed scalings were already refused by check_fits where they matter
+        cache = None
+    parts = []
+    for m in models:
+        dims = f"{m.spatial_dims}D" + (f", grey x{m.channels()}" if m.channels() != 1 else "")
+        parts.append(f"{m.name}: {describe_input(m.input_spec(cache), cache)} ({dims})")
+    return "; ".join(parts)
 
 
 def evaluate_models(
@@ -63,6 +90,7 @@ def evaluate_models(
     models = list(models)
     if add_random_baseline and all(m.pretrained for m in models):
         models.append(baseline_for(models[0]))
+    models = [fit_to_data(m, data) for m in models]
     for m in models:
         check_fits(m, data)
     t0 = time.time()
@@ -77,6 +105,7 @@ def evaluate_models(
         "seeds": ", ".join(str(s) for s in settings.seeds),
         "label fraction": ", ".join(f"{f:.0%}" for f in (settings.fractions if "label_efficiency" in tasks else [settings.label_fraction])),
         "models": ", ".join(f"{m.name} ({'pretrained' if m.pretrained else 'random init'}, {m.backbone_name}, patch {list(m.patch_size)})" for m in models),
+        "input normalisation": describe_inputs(models, data),
         "command": command or " ".join(sys.argv),
         "medssl": _version(),
         "machine": f"{platform.node() or 'unknown'}, {platform.machine()}, {settings.device}",
@@ -100,13 +129,17 @@ def compare(
     budget: Optional[Mapping[str, Any]] = None,
     target: Optional[str] = None,
     settings: Optional[EvalSettings] = None,
+    spatial_dims: Optional[int] = None,
 ) -> List[Dict[str, Any]]:
     """Evaluate named checkpoints on ``tasks``; returns the summary rows (also written to ``out``).
 
     ``checkpoints``: ``{name: path}``; a ``None`` path (or ``"random:<backbone>"``)
     is the random initialisation of the first checkpoint's backbone. ``budget``
     overrides fine-tuning steps: ``{"seg_steps": 100, "cls_steps": 50,
-    "finetune_classification": False}``.
+    "finetune_classification": False}``. ``spatial_dims``: evaluate on X-rays
+    (2) or volumes (3) of the manifest; default the first checkpoint's dims,
+    or the other kind when the manifest holds only that. A checkpoint whose
+    backbone runs both (UniMiSS's MiT) is fed on the path of the data.
     """
     s = settings or EvalSettings()
     s.seeds, s.label_fraction = tuple(int(x) for x in seeds), float(label_fraction)
@@ -130,5 +163,6 @@ def compare(
             base = baseline_for(models[0])
             base.name = n
             models.append(base)
-    data = load_eval_data(manifest, cache=cache, out=out, spatial_dims=models[0].spatial_dims)
+    strict = spatial_dims is not None
+    data = load_eval_data(manifest, cache=cache, out=out, spatial_dims=spatial_dims or models[0].spatial_dims, strict=strict)
     return evaluate_models(models, tasks, data, s, out=out)["summary"]

@@ -28,7 +28,8 @@ class EvalData:
     ``image_fn(id)`` -> float32 array; ``label_fn(id)`` -> uint8 label map or
     ``None``; ``meta[id]`` the manifest meta; ``spacing[id]`` the voxel size
     along the array axes (``Z, Y, X`` order for volumes), ``reports[id]`` the
-    report text where there is one.
+    report text where there is one; ``normalization[id]`` the cache's
+    intensity spec of the case (:mod:`medssl.normalisation`; None: unknown).
     """
 
     ids: List[str]
@@ -41,6 +42,27 @@ class EvalData:
     label_names: Optional[List[str]] = None
     source: str = "<memory>"
     spatial_dims: int = 3
+    normalization: Dict[str, Optional[Dict[str, Any]]] = field(default_factory=dict)
+
+    def cache_spec(self) -> Optional[Dict[str, Any]]:
+        """The intensity spec the images share (a CT window; per-image kinds by name); None when unrecorded.
+
+        Cases scaled differently (two CT windows, CT next to MR) are a
+        :class:`DataError`: one conversion cannot serve them all.
+        """
+        from ..normalisation import same
+
+        specs = [self.normalization.get(i) for i in self.ids]
+        first = specs[0] if specs else None
+        if first is None:
+            if any(sp is not None for sp in specs):
+                raise DataError(self.source, "some cases record an intensity normalisation and some do not")
+            return None
+        for cid, sp in zip(self.ids, specs):
+            if sp is None or not same(first, sp):
+                raise DataError(self.source, f"case {cid} is scaled as {sp!r}, case {self.ids[0]} as {first!r}: "
+                                             "evaluate one intensity scaling at a time")
+        return dict(first)
 
     def image(self, case_id: str) -> np.ndarray:
         return np.asarray(self.image_fn(case_id), dtype=np.float32)
@@ -88,9 +110,16 @@ def load_eval_data(
     *,
     cache: Union[str, Path, None] = None,
     out: Union[str, Path, None] = None,
-    spatial_dims: int = 3,
+    spatial_dims: Optional[int] = 3,
+    strict: bool = False,
 ) -> EvalData:
-    """Cases of ``manifest`` found in ``cache`` with ``spatial_dims`` (3: CT/MR volumes, 2: X-rays)."""
+    """Cases of ``manifest`` found in ``cache`` with ``spatial_dims`` (3: CT/MR volumes, 2: X-rays).
+
+    ``spatial_dims`` is the preferred kind: a manifest without any case of
+    it gives the other kind (the harness then runs a checkpoint on that path
+    if its backbone has one, or says it cannot), unless ``strict``. None:
+    volumes when there are any, else X-rays.
+    """
     from ..preprocess import Cache
     from ..preprocess.inputs import load_cases
 
@@ -106,7 +135,14 @@ def load_eval_data(
         cache = Path(out) / "cache"
         preprocess_manifest(manifest, cache, progress=False)
     c = Cache(cache)
-    wanted = [cs for cs in cases if (cs.modality in VOLUME_MODALITIES) == (spatial_dims == 3)]
+    have = {d: [cs for cs in cases if (cs.modality in VOLUME_MODALITIES) == (d == 3)] for d in (2, 3)}
+    if spatial_dims is None:
+        spatial_dims = 3 if have[3] else 2
+    elif spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims: 2 (X-rays) or 3 (CT/MR volumes), got {spatial_dims}")
+    elif not have[spatial_dims] and not strict and have[5 - spatial_dims]:
+        spatial_dims = 5 - spatial_dims
+    wanted = have[spatial_dims]
     if not wanted:
         kind = "CT/MR volumes" if spatial_dims == 3 else "X-rays"
         raise DataError(manifest, f"no {kind} in the manifest for a {spatial_dims}D checkpoint")
@@ -136,6 +172,7 @@ def load_eval_data(
         label_names=label_names,
         source=str(manifest),
         spatial_dims=spatial_dims,
+        normalization={i: c.meta(i).get("normalization") for i in ids},
     )
 
 
@@ -172,8 +209,9 @@ def memory_data(
     meta: Optional[Dict[str, Dict[str, Any]]] = None,
     reports: Optional[Dict[str, str]] = None,
     label_names: Optional[List[str]] = None,
+    normalization: Optional[Dict[str, Any]] = None,
 ) -> EvalData:
-    """An :class:`EvalData` over arrays in memory (tests, notebooks)."""
+    """An :class:`EvalData` over arrays in memory (tests, notebooks); ``normalization``: the spec of every image."""
     ids = list(images)
     first = next(iter(images.values()))
     return EvalData(
@@ -185,6 +223,7 @@ def memory_data(
         reports=reports or {},
         label_names=label_names,
         spatial_dims=np.asarray(first).ndim,
+        normalization={i: (dict(normalization) if normalization else None) for i in ids},
     )
 
 

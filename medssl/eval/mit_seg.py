@@ -51,11 +51,19 @@ class MiTSegNet(nn.Module):
         num_classes: output classes including background.
         spatial_dims: the dimensionality this network segments (a path of the backbone).
         deep_supervision: return the stage logits too in training mode.
+        cache_spec, model_spec: ``x`` holds cache values scaled by ``cache_spec``;
+            they are converted to ``model_spec`` (the checkpoint's recorded
+            normalisation) first (:func:`medssl.normalisation.convert`).
     """
 
     def __init__(self, backbone: nn.Module, *, num_classes: int, spatial_dims: Optional[int] = None,
-                 deep_supervision: bool = True) -> None:
+                 deep_supervision: bool = True, cache_spec: Optional[Dict[str, Any]] = None,
+                 model_spec: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
+        from ..normalisation import needs_conversion
+
+        self.cache_spec, self.model_spec = cache_spec, model_spec
+        self._convert = needs_conversion(cache_spec, model_spec)
         if num_classes < 2:
             raise ValueError(f"num_classes: must be >= 2 (background + one class), got {num_classes}")
         if not hasattr(backbone, "encoder") or not hasattr(backbone.encoder, "stem"):
@@ -85,6 +93,10 @@ class MiTSegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(f"x: expected a [B, C, *S] tensor with {self.spatial_dims} spatial dims, got {tuple(x.shape)}")
+        if self._convert:
+            from ..normalisation import convert
+
+            x = convert(x, self.cache_spec, self.model_spec)
         x = to_channels(x, self.in_channels)
         stem = self.encoder.stem[self._key](x)  # [B, 32, *S/stem]
         maps, h = [stem], stem
@@ -123,11 +135,16 @@ def deep_supervision_loss(outputs: Any, target: torch.Tensor, loss_fn: Any) -> t
 
 def to_model_range(image: np.ndarray, normalisation: Optional[Dict[str, Any]],
                    cache_window: Sequence[float] = (-1024.0, 3071.0)) -> np.ndarray:
-    """Cache CT values (a [0, 1] HU window) -> the checkpoint's recorded range (``hu_scale``: HU / divisor)."""
-    if not normalisation or normalisation.get("kind") != "hu_scale":
+    """Cache CT values (a [0, 1] HU window) -> the checkpoint's recorded HU scaling (e.g. ``hu_scale``: HU / divisor).
+
+    Other recorded kinds (none, per-image scalings) leave ``image`` as it is.
+    """
+    from ..normalisation import HU_KINDS, canonical_kind, convert
+
+    if not normalisation or canonical_kind(normalisation.get("kind")) not in HU_KINDS:
         return image
-    lo, hi = (float(v) for v in cache_window)
-    return ((lo + np.asarray(image, dtype=np.float32) * (hi - lo)) / float(normalisation["divisor"])).astype(np.float32)
+    cache = {"kind": "ct_window", "window": [float(v) for v in cache_window]}
+    return np.asarray(convert(np.asarray(image, dtype=np.float32), cache, normalisation), dtype=np.float32)
 
 
 def finetune_mit_segmentation(
@@ -140,8 +157,13 @@ def finetune_mit_segmentation(
     config: Any = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    cache_spec: Optional[Dict[str, Any]] = None,
+    model_spec: Optional[Dict[str, Any]] = None,
 ) -> MiTSegNet:
-    """Fine-tune a :class:`MiTSegNet` on ``images[i]`` with ``labels[i]`` (DiceCE + deep supervision)."""
+    """Fine-tune a :class:`MiTSegNet` on ``images[i]`` with ``labels[i]`` (DiceCE + deep supervision).
+
+    ``images`` hold values scaled by ``cache_spec``; the network converts them to ``model_spec``.
+    """
     from monai.losses import DiceCELoss
 
     from .segmentation import SegFinetuneConfig, sample_patches
@@ -150,7 +172,8 @@ def finetune_mit_segmentation(
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images/labels: need equally many, at least one ({len(images)} and {len(labels)})")
     torch.manual_seed(seed)
-    net = MiTSegNet(encoder, num_classes=num_classes, spatial_dims=len(patch_size)).to(device)
+    net = MiTSegNet(encoder, num_classes=num_classes, spatial_dims=len(patch_size), cache_spec=cache_spec,
+                    model_spec=model_spec).to(device)
     enc_ids = {id(p) for p in net.encoder.parameters()}
     groups = [{"params": [p for p in net.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
               {"params": list(net.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale}]
@@ -170,11 +193,16 @@ def finetune_mit_segmentation(
 
 
 def _register_task() -> None:
-    from ..registry import TASKS
+    from .tasks import register_task
 
-    @TASKS.register("mit_segmentation", help="UniMiSS's MiT segmentation network (deep supervision) fine-tuned with Dice+CE")
+    @register_task("mit_segmentation", help="UniMiSS's MiT segmentation network (deep supervision) fine-tuned with Dice+CE",
+                   primary_metric="mean_dice")
     def mit_segmentation_task(model: Any, data: Any, s: Any) -> List[Dict[str, Any]]:
-        """As the ``segmentation`` task, with :class:`MiTSegNet` and the checkpoint's CT normalisation."""
+        """As the ``segmentation`` task, with :class:`MiTSegNet` fed the checkpoint's recorded normalisation.
+
+        Cache values enter the network (patches padded with cache zeros, air
+        for CT) and are converted inside it, for the random-init row alike.
+        """
         from ..errors import DataError
         from .segmentation import evaluate_segmentation
         from .splits import label_subset
@@ -187,8 +215,9 @@ def _register_task() -> None:
         te = [i for i in te if data.label(i) is not None]
         if not tr or not te:
             raise DataError(data.source, "segmentation needs label maps ('label' in the manifest) in the train and test splits")
-        norm = (model.meta or {}).get("normalisation")
-        img = {i: to_model_range(data.image(i), norm) for i in tr + te}
+        cache_spec = data.cache_spec() if model.normalisation else None
+        model_spec = model.input_spec(cache_spec)
+        img = {i: data.image(i) for i in tr + te}
         labels = {i: data.label(i) for i in tr + te}
         n_cls = int(max(int(v.max()) for v in labels.values())) + 1
         names = data.label_names if data.label_names and len(data.label_names) == n_cls - 1 else None
@@ -198,7 +227,7 @@ def _register_task() -> None:
             ids = [tr[j] for j in sub]
             net = finetune_mit_segmentation(model.build(seed), [img[i] for i in ids], [labels[i] for i in ids],
                                             num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
-                                            device=s.device)
+                                            device=s.device, cache_spec=cache_spec, model_spec=model_spec)
             m = evaluate_segmentation(net, [img[i] for i in te], [labels[i] for i in te], num_classes=n_cls,
                                       patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
                                       class_names=names, overlap=s.seg.overlap, device=s.device)

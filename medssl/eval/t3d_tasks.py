@@ -6,15 +6,17 @@ Two protocols per model:
   method's crop aggregation over sliding crops of the checkpoint's crop size
   covering the whole volume (native spacing), projected into the joint space;
   reports and prompts go through the checkpoint's text encoder and text
-  projection. Needs the full release checkpoint (``ModelSpec.meta["checkpoint"]``,
-  else ``<run_dir>/checkpoints/final.safetensors`` from the recorded config,
-  accepted only when its encoder weights equal the evaluated encoder's).
+  projection. Needs the full release checkpoint, ``ModelSpec.meta["checkpoint"]``
+  (set by :func:`~medssl.eval.models.from_checkpoint`; accepted only when its
+  encoder weights equal the evaluated encoder's).
 - ``ridge``: for any encoder (random init, vision-only baselines, T3D alike):
   mean-pooled frozen features of the same sliding crops, mapped into the text
   encoder's space by ridge regression fitted on the train split's
   (feature, report embedding) pairs (:class:`~medssl.eval.zero_shot.RidgeAlign`).
 
-Retrieval and zero-shot AUC are computed on the test split.
+Retrieval and zero-shot AUC are computed on the test split. Crops are cut from
+cache values and converted to the checkpoint's recorded normalisation inside
+the encoder (:mod:`medssl.eval.inputs`), for both protocols.
 """
 
 from __future__ import annotations
@@ -27,16 +29,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..registry import TASKS
 from .data import EvalData
 from .features import extract_features, sliding_patches
 from .models import ModelSpec
 from .retrieval import bidirectional_recall
-from .tasks import PRIMARY_METRIC, EvalSettings, split
+from .tasks import EvalSettings, register_task, split
 from .zero_shot import SYNTH_FINDINGS, RidgeAlign, zero_shot_auc
 
-PRIMARY_METRIC.setdefault("report_retrieval", "a2b_R@1")
-PRIMARY_METRIC.setdefault("zero_shot", "auc")
 TEXT_METHODS = ("t3d",)
 
 
@@ -55,14 +54,6 @@ def report_text(text: str, case: str) -> str:
     return parse_report(text, case=case, check_language=False).text
 
 
-def _checkpoint_candidates(meta: Dict[str, Any]) -> List[Path]:
-    out = [Path(meta["checkpoint"])] if meta.get("checkpoint") else []
-    run_dir = (meta.get("config") or {}).get("run_dir")
-    if run_dir:
-        out.append(Path(run_dir) / "checkpoints" / "final.safetensors")
-    return out
-
-
 def load_t3d(model: ModelSpec) -> Optional[torch.nn.Module]:
     """The full T3D method of a checkpoint ``model`` (eval mode), or None for other models."""
     from ..checkpoint import load_release
@@ -70,35 +61,36 @@ def load_t3d(model: ModelSpec) -> Optional[torch.nn.Module]:
 
     if not model.pretrained or model.meta.get("method") not in TEXT_METHODS:
         return None
-    encoder = model.build(0).state_dict()
-    for path in _checkpoint_candidates(model.meta):
-        if not path.is_file():
-            continue
+    path = Path(model.meta["checkpoint"]) if model.meta.get("checkpoint") else None
+    if path is not None and path.is_file():
+        encoder = model.build(0).state_dict()
         state, meta = load_release(path)
         prefix = meta["encoder_prefix"]
-        same = all(k[len(prefix):] in encoder and torch.equal(state[k], encoder[k[len(prefix):]]) for k in meta["encoder_keys"])
-        if not same:
-            continue
-        cfg = meta["config"]
-        bb = dict(cfg["backbone"])
-        kwargs = {k: v for k, v in cfg["method"].items() if k != "name"}
-        method = METHODS.build(cfg["method"]["name"], backbone=BACKBONES.build(bb.pop("name"), **bb), **kwargs)
-        method.load_state_dict(state, strict=True)
-        return method.eval()
-    warnings.warn(f"{model.name}: the full T3D checkpoint was not found ({[str(p) for p in _checkpoint_candidates(model.meta)]}); "
-                  "only the ridge protocol is reported")
+        if all(k[len(prefix):] in encoder and torch.equal(state[k], encoder[k[len(prefix):]]) for k in meta["encoder_keys"]):
+            cfg = meta["config"]
+            bb = dict(cfg["backbone"])
+            kwargs = {k: v for k, v in cfg["method"].items() if k != "name"}
+            method = METHODS.build(cfg["method"]["name"], backbone=BACKBONES.build(bb.pop("name"), **bb), **kwargs)
+            method.load_state_dict(state, strict=True)
+            return method.eval()
+    warnings.warn(f"{model.name}: the full T3D checkpoint was not found (meta['checkpoint'] = {str(path) if path else None!r}, "
+                  "or its encoder differs); only the ridge protocol is reported")
     return None
 
 
 @torch.no_grad()
 def native_volume_embeddings(method: Any, data: EvalData, ids: Sequence[str], patch_size: Sequence[int], *,
-                             batch_size: int = 4, device: str = "cpu") -> torch.Tensor:
-    """``[N, joint_dim]``: sliding crops of each volume -> encoder -> the method's aggregation and projection."""
+                             batch_size: int = 4, device: str = "cpu", encoder: Optional[torch.nn.Module] = None) -> torch.Tensor:
+    """``[N, joint_dim]``: sliding crops of each volume -> encoder -> the method's aggregation and projection.
+
+    ``encoder``: the method's encoder behind the input conversion (default ``method.encoder``, cache values as they are).
+    """
     method = method.to(device).eval()
+    enc = (encoder or method.encoder).to(device).eval()
     out = []
     for i in ids:
         crops = sliding_patches(torch.from_numpy(data.image(i))[None], patch_size)  # [P, 1, *patch]
-        h = torch.cat([method.encoder(crops[j: j + batch_size].to(device)) for j in range(0, len(crops), batch_size)])
+        h = torch.cat([enc(crops[j: j + batch_size].to(device)) for j in range(0, len(crops), batch_size)])
         out.append(method.volume_embedding(h[None]).cpu()[0])  # [J]
     return torch.stack(out)
 
@@ -132,11 +124,13 @@ class _Embeddings:
             def native_text(texts: List[str]) -> torch.Tensor:
                 return m.text_embedding(torch.as_tensor(np.asarray(self.embed_raw(texts)), dtype=torch.float32)).detach()
 
-            vol = native_volume_embeddings(m, self.data, self.test, self.model.patch_size, batch_size=self.s.batch_size, device=self.s.device)
+            enc = self.model.adapt(m.encoder, self.data)
+            vol = native_volume_embeddings(m, self.data, self.test, self.model.patch_size, batch_size=self.s.batch_size,
+                                           device=self.s.device, encoder=enc)
             out["native"] = (vol, native_text)
         key = 0 if self.model.pretrained else seed
         if key not in self._feats:
-            enc = self.model.build(seed).to(self.s.device)
+            enc = self.model.encoder(seed, self.data).to(self.s.device)
             ids = self.train + self.test
             f = extract_features(enc, (self.data.image(i) for i in ids), patch_size=self.model.patch_size, mode="sliding",
                                  batch_size=self.s.batch_size, device=self.s.device)
@@ -153,7 +147,8 @@ def _row(model: ModelSpec, task: str, protocol: str, target: str, n: int, seed: 
             "n_labelled": n, "seed": seed, **metrics}
 
 
-@TASKS.register("report_retrieval", help="report <-> volume recall@1/5/10 on the test split (T3D heads; ridge-aligned features)")
+@register_task("report_retrieval", help="report <-> volume recall@1/5/10 on the test split (T3D heads; ridge-aligned features)",
+               primary_metric="a2b_R@1")
 def report_retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Dict[str, Any]]:
     emb = _Embeddings(model, data, s)
     rows = []
@@ -165,7 +160,8 @@ def report_retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> 
     return rows
 
 
-@TASKS.register("zero_shot", help="zero-shot AUC per finding from text prompts (T3D heads; ridge-aligned features)")
+@register_task("zero_shot", help="zero-shot AUC per finding from text prompts (T3D heads; ridge-aligned features)",
+               primary_metric="auc")
 def zero_shot_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Dict[str, Any]]:
     emb = _Embeddings(model, data, s)
     meta = [data.meta.get(i, {}) for i in emb.test]

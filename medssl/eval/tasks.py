@@ -6,6 +6,11 @@ label_fraction, n_labelled, seed`` and the metric values of one seed. The
 train/test split comes from :mod:`medssl.eval.splits`; each seed changes the
 labelled subset of the train split and the initialisation of the head (and,
 for the random baseline, of the encoder).
+
+Tasks register with :func:`register_task`, naming their headline metric
+(the one plotted and quoted): ``@register_task("x", help=..., primary_metric="auc")``.
+Encoders come from ``model.encoder(seed, data)``: they take cache values and
+apply the checkpoint's recorded normalisation (:mod:`medssl.eval.inputs`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,21 @@ from .survival import CoxProbe, concordance_index
 
 Row = Dict[str, Any]
 DEFAULT_TARGETS = {"classification": "severity", "regression": "emphysema_pct", "survival": "survival_time"}
-PRIMARY_METRIC = {"classification": "auc", "regression": "r2", "survival": "c_index", "segmentation": "mean_dice",
-                  "retrieval": "a2b_R@1"}
+#: Task name -> headline metric, filled by :func:`register_task`.
+PRIMARY_METRIC: Dict[str, str] = {}
+
+
+def register_task(name: str, *, help: str, primary_metric: str) -> Callable:
+    """Decorator: register ``run(model, data, settings) -> rows`` in ``TASKS`` with its headline metric."""
+    if not primary_metric:
+        raise ValueError(f"primary_metric: task '{name}' needs a headline metric")
+
+    def deco(fn: Callable) -> Callable:
+        TASKS.register(name, help=help)(fn)
+        PRIMARY_METRIC[name] = str(primary_metric)
+        return fn
+
+    return deco
 
 
 @dataclass
@@ -81,7 +99,7 @@ class _Features:
     def __call__(self, seed: int, ids: Sequence[str]) -> np.ndarray:
         key = 0 if self.model.pretrained else seed
         if key not in self._cache:
-            enc = self.model.build(seed).to(self.s.device)
+            enc = self.model.encoder(seed, self.data).to(self.s.device)
             f = extract_features(enc, (self.data.image(i) for i in self.data.ids), patch_size=self.model.patch_size,
                                  mode=self.s.feature_mode, batch_size=self.s.batch_size, device=self.s.device)
             self._cache[key] = dict(zip(self.data.ids, f))
@@ -114,7 +132,7 @@ def _classification(model: ModelSpec, data: EvalData, s: EvalSettings, fractions
                 if inputs is None:
                     inputs = {i: prepare(data.image(i), model.patch_size, "resize")[0] for i in data.ids}
                 xtr = torch.stack([inputs[tr[j]] for j in sub])
-                net = finetune_classifier(model.build(seed), xtr, ytr[sub], num_classes=n_cls, config=s.cls, seed=seed,
+                net = finetune_classifier(model.encoder(seed, data), xtr, ytr[sub], num_classes=n_cls, config=s.cls, seed=seed,
                                           device=s.device)
                 results["finetune"] = predict_proba(net, torch.stack([inputs[i] for i in te]), device=s.device)
             for protocol, proba in results.items():
@@ -176,7 +194,7 @@ def _segmentation(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: 
         for frac in fractions:
             sub = label_subset(len(tr), frac, seed, min_labels=1)
             ids = [tr[j] for j in sub]
-            net = finetune_segmentation(model.build(seed), [data.image(i) for i in ids], [labels[i] for i in ids],
+            net = finetune_segmentation(model.encoder(seed, data), [data.image(i) for i in ids], [labels[i] for i in ids],
                                         num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
                                         device=s.device)
             m = evaluate_segmentation(net, [data.image(i) for i in te], [labels[i] for i in te], num_classes=n_cls,
@@ -186,22 +204,22 @@ def _segmentation(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: 
     return rows
 
 
-@TASKS.register("classification", help="frozen linear probe, kNN and fine-tuning; AUC, accuracy, AP with bootstrap CIs")
+@register_task("classification", help="frozen linear probe, kNN and fine-tuning; AUC, accuracy, AP with bootstrap CIs", primary_metric="auc")
 def classification_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _classification(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("regression", help="ridge probe and kNN regression on frozen features; R2, MAE, Spearman")
+@register_task("regression", help="ridge probe and kNN regression on frozen features; R2, MAE, Spearman", primary_metric="r2")
 def regression_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _regression(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("survival", help="Cox model (penalised) on PCA of frozen features; concordance index")
+@register_task("survival", help="Cox model (penalised) on PCA of frozen features; concordance index", primary_metric="c_index")
 def survival_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _survival(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("segmentation", help="encoder + UNet decoder fine-tuned with Dice+CE; Dice and HD95 per class")
+@register_task("segmentation", help="encoder + UNet decoder fine-tuned with Dice+CE; Dice and HD95 per class", primary_metric="mean_dice")
 def segmentation_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _segmentation(model, data, s, [s.label_fraction])
 
@@ -231,7 +249,7 @@ def primary_metric(task: str) -> str:
     return PRIMARY_METRIC.get(task.split("label_efficiency-")[-1], "")
 
 
-@TASKS.register("retrieval", help="volume <-> report recall@1/5/10 (needs a text embedding of the reports)")
+@register_task("retrieval", help="volume <-> report recall@1/5/10 (needs a text embedding of the reports)", primary_metric="a2b_R@1")
 def retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     if s.text_embed is None:
         raise ConfigError("task", "retrieval needs an image-text model: this checkpoint has no text encoder "

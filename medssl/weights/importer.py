@@ -17,12 +17,14 @@ from typing import Any, Callable, Dict, NamedTuple, Union
 from torch import nn
 
 from ..errors import ConfigError
+from ..normalisation import make_spec
 from ..registry import BACKBONES
 from .loading import convert_state_dict, load_into, load_released_state_dict
 from .mit_keys import released_kwargs as _mit_kwargs
 
-#: UniMiSS / UniMiSS+ pretraining scaled CT by HU / 1024 (X-rays in [0, 1]).
-CT_HU_SCALE = {"kind": "ct_hu_scale", "divisor": 1024}
+#: UniMiSS / UniMiSS+ pretraining scaled CT by HU / 1024 (X-rays in [0, 1]); written under the
+#: name imported checkpoints have always carried, an alias of ``hu_scale`` in :mod:`medssl.normalisation`.
+CT_HU_SCALE = make_spec("ct_hu_scale", divisor=1024)
 
 
 class ImportSpec(NamedTuple):
