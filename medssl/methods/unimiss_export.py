@@ -1,8 +1,11 @@
 """A 2D view of a UniMiSS / UniMiSS+ release checkpoint, for X-ray evaluation.
 
-A pretrained MiT holds both paths, but a release checkpoint records one
-``spatial_dims`` (3 for the presets), and the evaluation harness feeds
-single-channel images. :func:`export_2d` writes a second release checkpoint
+A pretrained MiT holds both paths; its release checkpoint records one
+``spatial_dims`` (3 for the presets) and ``spatial_dims_supported: [2, 3]``.
+The evaluation harness runs such a checkpoint on X-rays directly (grey
+repeated to the 2D path's channels; :mod:`medssl.eval.inputs`), so this
+export is for tools that want a plain single-channel 2D encoder.
+:func:`export_2d` writes a second release checkpoint
 with the same weights whose sidecar says ``spatial_dims: 2, in_channels: 1``:
 the 2D stem's 3 input channels are summed into one (exact for the grey
 images repeated to 3 channels that pretraining used), and MiT+'s 2D

@@ -63,3 +63,40 @@ def test_2d_checkpoint_on_volumes_exit_2(tiny_cohort, tmp_path, capsys):
     rc = main(["evaluate", "--checkpoint", "random:unet_encoder", "--task", "classification", "--data",
                str(tiny_cohort / "manifest.jsonl"), "--out", str(tmp_path / "o"), "--patch-size", "16,16"])
     assert rc == 2 and "patch size" in capsys.readouterr().err
+
+
+def test_two_path_checkpoint_on_an_xray_manifest(tmp_path, capsys):
+    """A 3D-recorded MiT checkpoint on a manifest of X-rays only: the 2D path is chosen from the data."""
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    from medssl.checkpoint import save_release
+    from medssl.registry import BACKBONES
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for j in range(8):
+        Image.fromarray((rng.uniform(0, 200, (64, 64)) + 40 * (j % 2)).astype(np.uint8)).save(tmp_path / f"x{j}.png")
+        lines.append({"id": f"x{j}", "image": f"x{j}.png", "modality": "xray", "meta": {"severity": j % 2}})
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+
+    class Holder(nn.Module):
+        encoder_prefix = "encoder."
+
+        def __init__(self, enc):
+            super().__init__()
+            self.encoder = enc
+
+    torch.manual_seed(0)
+    bb = {"img_size_2d": 64, "img_size_3d": [16, 64, 64], "with_decoder": False}
+    cfg = {"method": {"name": "unimiss", "views": {"xr_size": 64}}, "backbone": {"name": "mit_tiny", **bb}}
+    norm = {"kind": "hu_scale", "divisor": 1024.0, "xray": {"kind": "minmax", "min": 0.0, "max": 1.0}}
+    ck = save_release(tmp_path / "ck.safetensors", Holder(BACKBONES.build("mit_tiny", **bb)), cfg,
+                      {"normalisation": norm, "patch_size": [16, 64, 64]})
+    assert json.loads((tmp_path / "ck.json").read_text())["spatial_dims_supported"] == [2, 3]
+    rc = main(["evaluate", "--checkpoint", str(ck), "--task", "classification", "--data", str(tmp_path / "manifest.jsonl"),
+               "--out", str(tmp_path / "o"), "--seeds", "0", "--label-fraction", "1.0", "--no-finetune", "--no-baseline"])
+    assert rc == 0, capsys.readouterr().err
+    text = (tmp_path / "o" / "results.md").read_text()
+    assert "patch [64, 64]" in text and "unimiss: per-image minmax (as cached) (2D, grey x3)" in text
