@@ -37,7 +37,6 @@ import torch
 from ..anatomy import patient as P
 from ..anatomy.dense_map import block_fractions, dice, load_geometry, paint_blocks, read_label_on_grid, soft_dice
 from ..errors import DataError
-from ..registry import TASKS
 from .data import EvalData
 from .linear_probe import LinearProbeClassifier, RidgeProbe
 from .metrics import classification_report
@@ -45,13 +44,11 @@ from .models import ModelSpec
 from .regression import regression_report
 from .splits import label_subset
 from .survival import CoxProbe, concordance_index
-from .tasks import PRIMARY_METRIC, EvalSettings, _row, split, sweep_name
+from .tasks import EvalSettings, _row, register_task, split, sweep_name
 
 Row = Dict[str, Any]
 TARGETS = {"patient_classification": "severity", "patient_regression": "lung_function",
            "patient_survival": "survival_time"}
-PRIMARY_METRIC.update({"patient_classification": "auc", "patient_regression": "r2", "patient_survival": "c_index",
-                       "dense_emphysema": "dice"})
 LEARNED = ("attention", "graph_conv")
 HEAD_STEPS = 300  # full-batch AdamW steps of the learned pooling heads
 DICE_THRESHOLDS = tuple(np.round(np.arange(0.02, 0.62, 0.02), 2))
@@ -233,27 +230,32 @@ SWEEPABLE = {"patient_classification": _classification, "patient_regression": _r
              "patient_survival": _survival, "dense_emphysema": _dense}
 
 
-@TASKS.register("patient_classification", help="DrasCLR patient features (mean/graph/attention/graph-conv pooling): macro AUC")
+@register_task("patient_classification", help="DrasCLR patient features (mean/graph/attention/graph-conv pooling): macro AUC",
+               primary_metric="auc")
 def patient_classification_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _classification(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("patient_regression", help="DrasCLR patient features: ridge / trained pooling heads; R2, MAE, Spearman")
+@register_task("patient_regression", help="DrasCLR patient features: ridge / trained pooling heads; R2, MAE, Spearman",
+               primary_metric="r2")
 def patient_regression_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _regression(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("patient_survival", help="DrasCLR patient features: Cox on pooled features, Cox-trained pooling heads; C-index")
+@register_task("patient_survival", help="DrasCLR patient features: Cox on pooled features, Cox-trained pooling heads; C-index",
+               primary_metric="c_index")
 def patient_survival_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _survival(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("dense_emphysema", help="per-patch emphysema fraction painted back at the mapped blocks; Dice vs the lesion map")
+@register_task("dense_emphysema", help="per-patch emphysema fraction painted back at the mapped blocks; Dice vs the lesion map",
+               primary_metric="dice")
 def dense_emphysema_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     return _dense(model, data, s, [s.label_fraction])
 
 
-@TASKS.register("patient_label_efficiency", help="a DrasCLR patient task at every label fraction (--sweep-task)")
+@register_task("patient_label_efficiency", help="a DrasCLR patient task at every label fraction (--sweep-task)",
+               primary_metric="auc")
 def patient_label_efficiency_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
     task = s.sweep_task if s.sweep_task in SWEEPABLE else f"patient_{s.sweep_task}"
     if task not in SWEEPABLE:
