@@ -54,6 +54,9 @@ class SliceResNet(Backbone):
             the deformable attention (8, 6, 4, 2.0, True).
     """
 
+    #: The same weights take images [B, C, H, W] and volumes [B, C, D, H, W].
+    spatial_dims_supported = (2, 3)
+
     def __init__(
         self,
         spatial_dims: int = 3,

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         split_rule: str = typer.Option("hash", "--split-rule", help="hash | sorted | manifest"),
         no_baseline: bool = typer.Option(False, "--no-baseline", help="leave out the random-initialisation row"),
         device: str = typer.Option("cpu", "--device", help="torch device"),
+        spatial_dims: Optional[int] = typer.Option(None, "--spatial-dims", help="2: X-rays, 3: volumes (default: the checkpoint's; a two-path encoder can take either)"),
     ) -> None:
         """Evaluate CHECKPOINT on TASK over seeds, with a random-initialisation baseline row."""
         from ..eval.compare import evaluate_models
@@ -84,7 +85,10 @@ def register(app: typer.Typer) -> None:
         for j, m in enumerate(models):  # two checkpoints of one method: keep rows apart
             if names.count(m.name) > 1:
                 m.name = f"{m.name}-{j}"
-        ds = load_eval_data(data, cache=cache, out=out, spatial_dims=models[0].spatial_dims)
+        if spatial_dims not in (None, 2, 3):
+            raise ConfigError("--spatial-dims", f"expected 2 or 3, got {spatial_dims}")
+        ds = load_eval_data(data, cache=cache, out=out, spatial_dims=spatial_dims or models[0].spatial_dims,
+                            strict=spatial_dims is not None)
         cmd = "medssl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if len(sys.argv) > 1 else None
         result = evaluate_models(models, task, ds, s, out=out, command=cmd, add_random_baseline=not no_baseline)
         typer.echo(result["markdown"])

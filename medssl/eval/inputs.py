@@ -24,15 +24,11 @@ from torch import nn
 
 from ..normalisation import HU_KINDS, check, convert, describe, for_modality, needs_conversion
 
-#: Backbones that run 2D and 3D input with the same weights but predate the ``spatial_dims_supported`` attribute.
-KNOWN_MULTI_DIMS: Dict[str, Tuple[int, ...]] = {"slice_resnet": (2, 3)}
-
-
-def supported_dims(backbone: nn.Module, meta: Optional[Mapping[str, Any]] = None, name: Optional[str] = None) -> Tuple[int, ...]:
+def supported_dims(backbone: nn.Module, meta: Optional[Mapping[str, Any]] = None) -> Tuple[int, ...]:
     """The spatial dims ``backbone`` runs, sorted: sidecar ``spatial_dims_supported``, the backbone's
-    ``spatial_dims_supported`` or ``paths``, :data:`KNOWN_MULTI_DIMS`, else its one ``spatial_dims``."""
+    ``spatial_dims_supported`` or ``paths``, else its one ``spatial_dims``."""
     for value in ((meta or {}).get("spatial_dims_supported"), getattr(backbone, "spatial_dims_supported", None),
-                  getattr(backbone, "paths", None), KNOWN_MULTI_DIMS.get(str(name))):
+                  getattr(backbone, "paths", None)):
         if value:
             return tuple(sorted({int(d) for d in value}))
     return (int(getattr(backbone, "spatial_dims", 3)),)

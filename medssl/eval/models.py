@@ -119,10 +119,10 @@ def patch_for_dims(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequenc
     return DEFAULT_PATCH[dims]
 
 
-def _capabilities(backbone: nn.Module, meta: Dict[str, Any], name: str) -> Dict[str, Any]:
+def _capabilities(backbone: nn.Module, meta: Dict[str, Any]) -> Dict[str, Any]:
     from .inputs import channels_by_dims, supported_dims
 
-    dims = supported_dims(backbone, meta, name)
+    dims = supported_dims(backbone, meta)
     chans = channels_by_dims(backbone, dims)
     native = int(getattr(backbone, "spatial_dims", dims[0]))
     if meta.get("in_channels") is not None and native in chans and not hasattr(backbone, "in_channels_by_path"):
@@ -151,7 +151,7 @@ def random_init(
 
     return ModelSpec(
         name=name, build=build, patch_size=_patch({}, dims, patch_size), spatial_dims=dims, pretrained=False,
-        backbone_name=backbone_name, backbone_kwargs=kwargs, **_capabilities(probe, {}, backbone_name),
+        backbone_name=backbone_name, backbone_kwargs=kwargs, **_capabilities(probe, {}),
     )
 
 
@@ -172,7 +172,7 @@ def from_checkpoint(path: str | Path, *, name: Optional[str] = None, patch_size:
         name=name or str(meta.get("method") or Path(path).stem), build=build, patch_size=_patch(meta, dims, patch_size),
         spatial_dims=dims, pretrained=True, backbone_name=str(bb.get("name")), backbone_kwargs=dict(bb.get("kwargs") or {}),
         meta=meta, normalisation=dict(meta["normalisation"]) if meta.get("normalisation") else None,
-        **_capabilities(backbone, meta, str(bb.get("name"))),
+        **_capabilities(backbone, meta),
     )
 
 

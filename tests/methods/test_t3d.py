@@ -150,6 +150,8 @@ def test_checkpoint_round_trip(tmp_path):
            "backbone": {"name": "resnet", "spatial_dims": 3, "depth": 10, "width": 4, "stem_stride": 1, "max_pool": False}}
     path = save_release(tmp_path / "final.safetensors", m, cfg, {"patch_size": [16, 16, 16]})
     spec = from_checkpoint(path)
+    assert spec.meta["checkpoint"] == str(path)
+    spec.meta.pop("checkpoint")  # as if the checkpoint had been moved away from its recorded path
     with pytest.warns(UserWarning, match="full T3D checkpoint was not found"):
         assert load_t3d(spec) is None  # the recorded run_dir holds no checkpoint
     spec.meta["checkpoint"] = str(path)
