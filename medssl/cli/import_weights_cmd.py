@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
     @app.command("import-weights")
     def import_weights(
         src: Path = typer.Argument(..., help="Released checkpoint (.pth / .pt)."),
-        arch: str = typer.Option(..., "--arch", help="Architecture: mit_tiny, mit_small or mit_plus."),
+        arch: str = typer.Option(..., "--arch", help="Architecture: mit_tiny, mit_small, mit_plus (UniMiSS) or cond_cnn3d (DrasCLR)."),
         out: Path = typer.Option(..., "--out", help="Output checkpoint (.safetensors; a .json sidecar is written next to it)."),
         trust: bool = typer.Option(
             False, "--trust", help="Allow full unpickling of SRC (runs code from the file; only for files you trust)."

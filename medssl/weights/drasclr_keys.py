@@ -24,9 +24,6 @@ from typing import Any, Dict, Mapping, Optional
 
 from .registry import register_key_mapper
 
-#: The released encoder's input scaling: HU clipped to [-1024, 240], (HU + 1024) / 632 - 1.
-DRASCLR_NORMALISATION = {"kind": "hu_clip_scale", "window": [-1024.0, 240.0], "offset": 1024.0, "divisor": 632.0,
-                         "shift": -1.0}
 SOURCE = "DrasCLR (Yu et al., Medical Image Analysis 2024)"
 
 _PREFIXES = ("module.", "encoder_q.")
@@ -88,12 +85,3 @@ def released_kwargs(sd: Mapping[str, Any]) -> Dict[str, Any]:
         "conditioned": router is not None,
     }
 
-
-def register_import_spec() -> None:
-    """Make ``cond_cnn3d`` known to :func:`medssl.weights.importer.import_released` (idempotent)."""
-    from .importer import IMPORT_SPECS, ImportSpec
-
-    IMPORT_SPECS.setdefault("cond_cnn3d", ImportSpec(released_kwargs, DRASCLR_NORMALISATION, SOURCE))
-
-
-register_import_spec()

@@ -19,6 +19,9 @@ from torch import nn
 from ..errors import ConfigError
 from ..normalisation import make_spec
 from ..registry import BACKBONES
+from ..anatomy.patch_source import NORMALISATION as DRASCLR_NORMALISATION
+from .drasclr_keys import SOURCE as DRASCLR_SOURCE
+from .drasclr_keys import released_kwargs as _drasclr_kwargs
 from .loading import convert_state_dict, load_into, load_released_state_dict
 from .mit_keys import released_kwargs as _mit_kwargs
 
@@ -37,6 +40,7 @@ IMPORT_SPECS: Dict[str, ImportSpec] = {
     "mit_tiny": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS (Xie et al., ECCV 2022)"),
     "mit_small": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS (Xie et al., ECCV 2022)"),
     "mit_plus": ImportSpec(_mit_kwargs, CT_HU_SCALE, "UniMiSS+ (Xie et al., TPAMI 2024)"),
+    "cond_cnn3d": ImportSpec(_drasclr_kwargs, DRASCLR_NORMALISATION, DRASCLR_SOURCE),
 }
 
 
@@ -60,7 +64,7 @@ def import_released(
     if out.suffix != ".safetensors":
         raise ValueError(f"out: a release checkpoint ends in .safetensors, got {out}")
     spec = IMPORT_SPECS[arch]
-    from ..backbones import mit, mit_plus  # noqa: F401  (registers the MiT backbones)
+    BACKBONES.get(arch)  # imports the registered backbone modules
 
     sd = load_released_state_dict(src, trust=trust, select=select)
     converted, dropped = convert_state_dict(sd, arch, source=src)

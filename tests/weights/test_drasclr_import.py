@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import medssl.weights.drasclr_keys  # noqa: F401  (registers the cond_cnn3d import spec)
+
 from medssl.backbones.cond_cnn3d import CondCNN3d
 from medssl.checkpoint import load_encoder, load_release
 from medssl.cli.main import main
