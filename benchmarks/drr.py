@@ -33,7 +33,7 @@ from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medssl.drr import Pose, Projector, hu_to_mu, pose_rays, standard_poses  # noqa: E402
+from medssl.drr import Projector, hu_to_mu, pose_rays, standard_poses  # noqa: E402
 from medssl.drr.source import DRRRenderer, loader_for  # noqa: E402
 
 

@@ -63,6 +63,7 @@ class DemoSettings:
     seed: int = 0
     preset: str = "default"
     budget_s: float = 30.0
+    spacing: Sequence[float] = (4.0, 4.0, 4.0)
     seeds: Sequence[int] = (0, 1, 2)
     label_fraction: float = 0.1
     methods: Optional[Sequence[str]] = None
@@ -108,7 +109,8 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
     lines = [
         "# medssl demo results",
         "",
-        f"Synthetic cohort: {s.n} patients ({s.preset} preset, seed {s.seed}); pretraining budget "
+        f"Synthetic cohort: {s.n} patients ({s.preset} preset, seed {s.seed}), preprocessed at "
+        f"{'x'.join(f'{v:g}' for v in s.spacing)} mm; pretraining budget "
         f"{s.budget_s:.0f} s per method; {s.label_fraction:.0%} of the train labels; seeds "
         f"{', '.join(map(str, s.seeds))}; total wall-clock {wall / 60:.1f} min.",
         "Each method is compared with a random initialisation of the same backbone, trained the same way.",
@@ -143,8 +145,8 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> Dict[str, A
     manifest = generate_cohort(s.out / "cohort", n=s.n, seed=s.seed, preset=s.preset, xrays=True,
                                n_unpaired=s.n, progress=True)
     cache = s.out / "cohort" / "cache"
-    log("[2/3] preprocessing")
-    preprocess_manifest(manifest, cache, progress=True)
+    log(f"[2/3] preprocessing at {'x'.join(f'{v:g}' for v in s.spacing)} mm")
+    preprocess_manifest(manifest, cache, spacing=list(s.spacing), progress=True)
     log(f"[3/3] pretraining {len(stages)} method(s), {s.budget_s:.0f} s each, then evaluation")
     rows: List[Dict[str, Any]] = []
     failures: Dict[str, str] = {}

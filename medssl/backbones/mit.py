@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from ..registry import BACKBONES
-from .base import Backbone
 from .mit_layers import (
     ConvNormAct,
     TokenStage,
+    TwoPathBackbone,
     conv_cls,
     downsampled,
     drop_path_schedule,
@@ -152,7 +152,7 @@ class MiTDecoder(nn.Module):
         return self.norm(tokens)
 
 
-class MiT(Backbone):
+class MiT(TwoPathBackbone):
     """MiT (UniMiSS): one encoder (and decoder) for 2D and 3D input.
 
     Args:
@@ -180,15 +180,9 @@ class MiT(Backbone):
         with_decoder: bool = True,
     ):
         super().__init__()
-        paths = tuple(sorted(set(int(p) for p in paths)))
-        if spatial_dims not in (2, 3) or spatial_dims not in paths or not set(paths) <= {2, 3}:
-            raise ValueError(f"spatial_dims ({spatial_dims}) must be 2 or 3 and one of paths {paths}")
+        paths = self._setup_paths(spatial_dims, paths, in_channels_2d, in_channels_3d)
         if len(depths) != 4 or len(decoder_depths) != 3:
             raise ValueError("depths needs 4 entries and decoder_depths 3")
-        self.paths = paths
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels_2d if spatial_dims == 2 else in_channels_3d
-        self.in_channels_by_path = {2: in_channels_2d, 3: in_channels_3d}
         self.embed_dim = ENC_DIMS[-1]
         self.cls_dim = DEC_DIMS[-1]
         self.feature_channels = [STEM_CHANNELS, *ENC_DIMS]
@@ -199,34 +193,6 @@ class MiT(Backbone):
             MiTDecoder(self.encoder.stage_grids, decoder_depths, paths, drop_path_rate) if with_decoder else None
         )
         init_weights(self)
-
-    def _check(self, x: torch.Tensor) -> None:
-        d = x.ndim - 2
-        if d not in self.paths:
-            raise ValueError(f"x: expected a [B, C, *spatial] tensor with spatial dims in {self.paths}, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels_by_path[d]:
-            raise ValueError(f"x: {d}D input needs {self.in_channels_by_path[d]} channels, got {x.shape[1]}")
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        super().set_grad_checkpointing(enable)
-        for m in self.modules():
-            if isinstance(m, TokenStage):
-                m.grad_checkpointing = bool(enable)
-
-    def forward_encoder(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """``x: [B, C, *S] -> (maps [stem, s1..s4], cls [B, 512])``."""
-        self._check(x)
-        return self.encoder(x)
-
-    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.forward_encoder(x)[0]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_encoder(x)[0][-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's final cls token ``[B, 512]``."""
-        return self.forward_encoder(x)[1]
 
     def forward_decoder(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder tokens after the final LayerNorm ``[B, 1 + N, 48]`` (cls first, N at 1/4 resolution)."""

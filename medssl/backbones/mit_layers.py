@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .base import Backbone
+
 Grid = Tuple[int, ...]
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -320,3 +322,47 @@ def set_attention_impl(module: nn.Module, impl: str) -> None:
     for m in module.modules():
         if isinstance(m, SRAttention):
             m.attn_impl = impl
+
+
+class TwoPathBackbone(Backbone):
+    """What MiT and MiT+ share: one set of transformer weights, a 2D and/or a 3D
+    input path picked by the input's ndim, and an ``encoder`` returning
+    ``(maps, cls)``. Subclasses build ``self.encoder`` after :meth:`_setup_paths`."""
+
+    def _setup_paths(self, spatial_dims: int, paths: Sequence[int], in_channels_2d: int, in_channels_3d: int) -> Tuple[int, ...]:
+        paths = tuple(sorted(set(int(p) for p in paths)))
+        if spatial_dims not in (2, 3) or spatial_dims not in paths or not set(paths) <= {2, 3}:
+            raise ValueError(f"spatial_dims ({spatial_dims}) must be 2 or 3 and one of paths {paths}")
+        self.paths = paths
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels_2d if spatial_dims == 2 else in_channels_3d
+        self.in_channels_by_path = {2: in_channels_2d, 3: in_channels_3d}
+        return paths
+
+    def _check(self, x: torch.Tensor) -> None:
+        d = x.ndim - 2
+        if d not in self.paths:
+            raise ValueError(f"x: expected a [B, C, *spatial] tensor with spatial dims in {self.paths}, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels_by_path[d]:
+            raise ValueError(f"x: {d}D input needs {self.in_channels_by_path[d]} channels, got {x.shape[1]}")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        super().set_grad_checkpointing(enable)
+        for m in self.modules():
+            if isinstance(m, TokenStage):
+                m.grad_checkpointing = bool(enable)
+
+    def forward_encoder(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """``x: [B, C, *S] -> (per-stage maps, encoder cls [B, embed_dim])``."""
+        self._check(x)
+        return self.encoder(x)
+
+    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.forward_encoder(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_encoder(x)[0][-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's final cls token ``[B, embed_dim]``."""
+        return self.forward_encoder(x)[1]

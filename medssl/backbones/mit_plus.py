@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from ..registry import BACKBONES
-from .base import Backbone
 from .mit_layers import (
     ConvNormAct,
     TokenStage,
+    TwoPathBackbone,
     conv_cls,
     downsampled,
     drop_path_schedule,
@@ -175,7 +175,7 @@ class MiTPlusDecoder(nn.Module):
         return self.head[key](x)
 
 
-class MiTPlus(Backbone):
+class MiTPlus(TwoPathBackbone):
     """MiT+ (UniMiSS+). Args as :class:`~medssl.backbones.mit.MiT`; ``img_size_2d`` defaults to 96
     (the 2D crop size of UniMiSS+ pretraining)."""
 
@@ -191,13 +191,7 @@ class MiTPlus(Backbone):
         with_decoder: bool = True,
     ):
         super().__init__()
-        paths = tuple(sorted(set(int(p) for p in paths)))
-        if spatial_dims not in (2, 3) or spatial_dims not in paths or not set(paths) <= {2, 3}:
-            raise ValueError(f"spatial_dims ({spatial_dims}) must be 2 or 3 and one of paths {paths}")
-        self.paths = paths
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels_2d if spatial_dims == 2 else in_channels_3d
-        self.in_channels_by_path = {2: in_channels_2d, 3: in_channels_3d}
+        paths = self._setup_paths(spatial_dims, paths, in_channels_2d, in_channels_3d)
         self.embed_dim = ENC_DIMS[-1]
         self.cls_dim = ENC_DIMS[-1]
         self.feature_channels = [*CONV_DIMS, *ENC_DIMS]
@@ -209,34 +203,6 @@ class MiTPlus(Backbone):
             if with_decoder else None
         )
         init_weights(self)
-
-    def _check(self, x: torch.Tensor) -> None:
-        d = x.ndim - 2
-        if d not in self.paths:
-            raise ValueError(f"x: expected a [B, C, *spatial] tensor with spatial dims in {self.paths}, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels_by_path[d]:
-            raise ValueError(f"x: {d}D input needs {self.in_channels_by_path[d]} channels, got {x.shape[1]}")
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        super().set_grad_checkpointing(enable)
-        for m in self.modules():
-            if isinstance(m, TokenStage):
-                m.grad_checkpointing = bool(enable)
-
-    def forward_encoder(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """``x -> (maps [conv0, conv1, s1..s4], cls [B, 320])``."""
-        self._check(x)
-        return self.encoder(x)
-
-    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.forward_encoder(x)[0]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_encoder(x)[0][-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's final cls token ``[B, 320]`` (UniMiSS+'s DINO input)."""
-        return self.forward_encoder(x)[1]
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward`: the 320-d encoder cls token."""

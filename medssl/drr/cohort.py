@@ -88,7 +88,6 @@ def render_cohort_xrays(cohort_dir: Union[str, Path], *, size: int = 256, seed: 
     manifest = root / "manifest.jsonl"
     cases = load_manifest(manifest)
     kept = [c for c in cases if not (c.modality == "xray" and c.meta.get("drr_rendered"))]
-    xdir = root / "xrays"
     added: List[Dict[str, Any]] = []
     for case in [c for c in kept if c.modality == "ct"]:
         vol = read_volume(case.image)

@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
 ViewGenerator = Callable[[Dict[str, Any], np.random.Generator], Dict[str, Any]]

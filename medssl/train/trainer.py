@@ -22,12 +22,11 @@ resumed step draws the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch

@@ -34,7 +34,7 @@ Output keys (lists of ``n_views`` tensors): ``ct_views`` ``[1, *ct_size]``,
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from medssl.errors import ConfigError
 from medssl.registry import BACKBONES

@@ -1,7 +1,6 @@
 """Tasks, tables and the CLI end to end on tiny data."""
 
 import csv
-import json
 
 import numpy as np
 import pytest

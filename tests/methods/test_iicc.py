@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medssl.errors import ConfigError
-from medssl.methods.iicc import IICC, random_slice_mask
+from medssl.methods.iicc import random_slice_mask
 from medssl.registry import BACKBONES, METHODS
 from medssl.train.data import collate_views
 
