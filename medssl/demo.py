@@ -133,20 +133,89 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
     return "\n".join(lines) + "\n"
 
 
-def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run every stage; returns ``{"rows", "failures", "table"}`` and writes ``out/results.md``."""
+def _cohort(s: DemoSettings, log: Callable[[str], None]) -> tuple:
+    """The cohort and its cache under ``out/cohort`` (reused when it was made with the same settings)."""
     from .preprocess import preprocess_manifest
     from .synth import generate_cohort
 
-    t0 = time.time()
-    s.out.mkdir(parents=True, exist_ok=True)
-    stages = [st for st in STAGES if s.methods is None or st.name in s.methods]
-    log(f"[1/3] synthetic cohort: {s.n} patients ({s.preset})")
-    manifest = generate_cohort(s.out / "cohort", n=s.n, seed=s.seed, preset=s.preset, xrays=True,
-                               n_unpaired=s.n, progress=True)
-    cache = s.out / "cohort" / "cache"
+    root = s.out / "cohort"
+    manifest = root / "manifest.jsonl"
+    gen = {}
+    if (root / "dataset.json").is_file():
+        gen = json.loads((root / "dataset.json").read_text()).get("generator", {})
+    if manifest.is_file() and gen.get("n") == s.n and gen.get("seed") == s.seed and \
+            gen.get("preset", {}).get("name") == s.preset:
+        log(f"[1/3] synthetic cohort: reusing {root}")
+    else:
+        log(f"[1/3] synthetic cohort: {s.n} patients ({s.preset})")
+        manifest = generate_cohort(root, n=s.n, seed=s.seed, preset=s.preset, xrays=True, n_unpaired=s.n,
+                                   progress=True)
+    cache = root / "cache"
     log(f"[2/3] preprocessing at {'x'.join(f'{v:g}' for v in s.spacing)} mm")
     preprocess_manifest(manifest, cache, spacing=list(s.spacing), progress=True)
+    log(summarise_cache(cache))
+    return manifest, cache
+
+
+def summarise_cache(cache_dir: Path) -> str:
+    """A few lines about the cohort in the cache: cases, shapes, spacing, the severity classes."""
+    from collections import Counter
+
+    from .preprocess import Cache
+
+    cache = Cache(cache_dir)
+    cts, xrays = cache.select(modality="ct"), cache.select(modality="xray")
+    shapes = [tuple(cache.meta(c)["shape"]) for c in cts]
+    severity = Counter(cache.meta(c).get("manifest_meta", {}).get("severity") for c in cts)
+    spacing = [round(float(v), 2) for v in cache.meta(cts[0])["spacing"]] if cts else None
+    return (f"  cache {cache_dir}: {len(cts)} CT volumes (Z, Y, X from {min(shapes)} to {max(shapes)}, spacing "
+            f"{spacing} mm), {len(xrays)} X-rays; severity classes {dict(sorted(severity.items()))}")
+
+
+def save_preview(cache_dir: Path, out: Path) -> Path:
+    """A look at the data: three slices of the first CT with the organ labels over them, and an X-ray."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .preprocess import Cache
+
+    cache = Cache(cache_dir)
+    ct = cache.select(modality="ct")[0]
+    img, lab = np.asarray(cache.image(ct), np.float32), cache.label(ct)
+    xrays = cache.select(modality="xray")
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    z, y, x = (int(v) // 2 for v in img.shape)
+    planes = [(img[z], None if lab is None else lab[z], "axial"), (img[:, y], None if lab is None else lab[:, y], "coronal"),
+              (img[:, :, x], None if lab is None else lab[:, :, x], "sagittal")]
+    for ax, (im, lb, name) in zip(axes, planes):
+        ax.imshow(im, cmap="gray", origin="lower" if name != "axial" else "upper", vmin=0.0, vmax=0.35)
+        if lb is not None:
+            ax.imshow(np.ma.masked_equal(lb, 0), cmap="tab10", alpha=0.35, interpolation="nearest",
+                      origin="lower" if name != "axial" else "upper")
+        ax.set_title(f"{ct} {name} + organ labels", fontsize=9)
+        ax.axis("off")
+    if xrays:
+        axes[3].imshow(np.asarray(cache.image(xrays[0]), np.float32), cmap="gray")
+        axes[3].set_title(f"{xrays[0]} (rendered X-ray)", fontsize=9)
+    axes[3].axis("off")
+    fig.tight_layout()
+    path = out / "preview.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def run_demo(s: DemoSettings, log: Callable[[str], None] = print,
+             stages: Optional[Sequence[Stage]] = None) -> Dict[str, Any]:
+    """Run every stage; returns ``{"rows", "failures", "table"}`` and writes ``out/results.md``."""
+    t0 = time.time()
+    s.out.mkdir(parents=True, exist_ok=True)
+    stages = [st for st in (STAGES if stages is None else stages) if s.methods is None or st.name in s.methods]
+    manifest, cache = _cohort(s, log)
+    log(f"  cohort preview: {save_preview(cache, s.out)}")
     log(f"[3/3] pretraining {len(stages)} method(s), {s.budget_s:.0f} s each, then evaluation")
     rows: List[Dict[str, Any]] = []
     failures: Dict[str, str] = {}
