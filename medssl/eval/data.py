@@ -28,7 +28,8 @@ class EvalData:
     ``image_fn(id)`` -> float32 array; ``label_fn(id)`` -> uint8 label map or
     ``None``; ``meta[id]`` the manifest meta; ``spacing[id]`` the voxel size
     along the array axes (``Z, Y, X`` order for volumes), ``reports[id]`` the
-    report text where there is one; ``normalization[id]`` the cache's
+    report text where there is one; ``groups[id]`` the patient a case belongs
+    to (an X-ray's paired CT; None: the case itself); ``normalization[id]`` the cache's
     intensity spec of the case (:mod:`medssl.normalisation`; None: unknown).
     """
 
@@ -39,6 +40,7 @@ class EvalData:
     spacing: Dict[str, Optional[List[float]]] = field(default_factory=dict)
     reports: Dict[str, str] = field(default_factory=dict)
     splits: Dict[str, Optional[str]] = field(default_factory=dict)
+    groups: Dict[str, Optional[str]] = field(default_factory=dict)
     label_names: Optional[List[str]] = None
     source: str = "<memory>"
     spatial_dims: int = 3
@@ -135,6 +137,8 @@ def load_eval_data(
         cache = Path(out) / "cache"
         preprocess_manifest(manifest, cache, progress=False)
     c = Cache(cache)
+    # unpaired images are for pretraining only: never evaluated
+    cases = [cs for cs in cases if getattr(cs, "split", None) != "unpaired"]
     have = {d: [cs for cs in cases if (cs.modality in VOLUME_MODALITIES) == (d == 3)] for d in (2, 3)}
     if spatial_dims is None:
         spatial_dims = 3 if have[3] else 2
@@ -169,6 +173,7 @@ def load_eval_data(
         spacing=spacing,
         reports=reports,
         splits={str(cs.id): getattr(cs, "split", None) for cs in wanted},
+        groups={str(cs.id): getattr(cs, "pair", None) for cs in wanted},
         label_names=label_names,
         source=str(manifest),
         spatial_dims=spatial_dims,

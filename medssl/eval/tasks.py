@@ -83,7 +83,8 @@ class EvalSettings:
 
 def split(data: EvalData, s: EvalSettings) -> Tuple[List[str], List[str]]:
     tr, te = train_test_split(data.ids, rule=s.split_rule, train_share=s.train_share,
-                              splits=[data.splits.get(i) for i in data.ids])
+                              splits=[data.splits.get(i) for i in data.ids],
+                              groups=[data.groups.get(i) for i in data.ids])
     if len(tr) < 2 or len(te) < 2:
         raise DataError(data.source, f"too few cases to evaluate: {len(tr)} train / {len(te)} test")
     return tr, te

@@ -60,3 +60,17 @@ def test_label_subsets_nested_deterministic_and_seeded():
     assert set(label_subset(48, 0.25, 0)) != set(label_subset(48, 0.25, 1))
     with pytest.raises(ValueError, match="label_fraction"):
         label_subset(48, 0.0, 0)
+
+
+def test_split_keeps_each_patient_on_one_side():
+    cts = [f"p{i:02d}" for i in range(20)]
+    xrays = [f"{p}_{v}" for p in cts for v in ("pa", "lateral")]
+    groups = [x.rsplit("_", 1)[0] for x in xrays]
+    tr, te = train_test_split(xrays, groups=groups)
+    ct_tr, ct_te = train_test_split(cts)
+    assert len(tr) == 30 and len(te) == 10
+    # an X-ray is on the side of its CT, and both views of a patient are together
+    assert {x.rsplit("_", 1)[0] for x in tr} == set(ct_tr)
+    assert {x.rsplit("_", 1)[0] for x in te} == set(ct_te)
+    # ungrouped cases still split as before
+    assert train_test_split(cts, groups=[None] * len(cts)) == (ct_tr, ct_te)
