@@ -23,26 +23,40 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
+class Eval:
+    """Tasks run on one kind of data: ``spatial_dims`` 3 (volumes) or 2 (X-rays)."""
+
+    tasks: Sequence[str]
+    target: Optional[str] = None
+    spatial_dims: Optional[int] = None
+    budget: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Stage:
-    """One method in the demo: its preset, overrides and evaluation."""
+    """One pretraining run: a preset with overrides, and its evaluations.
+
+    Stages with the same ``group`` (same backbone) are evaluated in one table
+    with one random-initialisation row.
+    """
 
     name: str
     preset: str
-    tasks: Sequence[str] = ("segmentation", "classification")
-    target: Optional[str] = "severity"
+    evals: Sequence[Eval] = ()
     overrides: Sequence[str] = ()
-    eval_budget: Dict[str, Any] = field(default_factory=dict)
+    group: Optional[str] = None
 
 
 #: Frozen-feature protocols only (linear probe and kNN): cheap enough for every method.
 FROZEN = {"finetune_classification": False}
+SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 
 STAGES: List[Stage] = [
-    Stage("simclr", "simclr_tiny", tasks=("segmentation", "classification"), eval_budget={"seg_steps": 20, **FROZEN}),
-    Stage("unimiss_plus", "unimiss_plus_tiny", tasks=("classification",), eval_budget=FROZEN),
-    Stage("drasclr", "drasclr_tiny", tasks=("patient_classification",)),
-    Stage("iicc", "iicc_tiny", tasks=("classification",), eval_budget=FROZEN),
-    Stage("t3d", "t3d_tiny", tasks=("report_retrieval", "zero_shot"), target=None),
+    Stage("simclr", "simclr_tiny", (Eval(("segmentation",), None, 3, {"seg_steps": 20}), SEVERITY)),
+    Stage("unimiss_plus", "unimiss_plus_tiny", (SEVERITY, Eval(("classification",), "consolidation", 2, FROZEN))),
+    Stage("drasclr", "drasclr_tiny", (Eval(("patient_classification",), "severity"),)),
+    Stage("iicc", "iicc_tiny", (SEVERITY,)),
+    Stage("t3d", "t3d_tiny", (Eval(("report_retrieval", "zero_shot")),)),
 ]
 
 
@@ -95,14 +109,20 @@ def _pretrain(stage: Stage, s: DemoSettings, manifest: Path, cache: Path, log: C
     return ckpt
 
 
-def _evaluate(stage: Stage, s: DemoSettings, ckpt: Path, manifest: Path, cache: Path) -> List[Dict[str, Any]]:
+def _evaluate(group: str, stages: Sequence[Stage], ckpts: Dict[str, Path], s: DemoSettings, manifest: Path,
+              cache: Path) -> List[Dict[str, Any]]:
+    """Every evaluation of a group's stages, with one random-initialisation row per table."""
     from .eval.compare import compare
 
-    budget = dict(stage.eval_budget)
-    rows = compare({stage.name: ckpt, "random init": None}, list(stage.tasks), manifest, cache,
-                   s.out / "eval" / stage.name, seeds=s.seeds, label_fraction=s.label_fraction,
-                   budget=budget, target=stage.target)
-    return [dict(r, stage=stage.name) for r in rows]
+    rows: List[Dict[str, Any]] = []
+    for k, ev in enumerate(stages[0].evals):
+        models: Dict[str, Optional[Path]] = {st.name: ckpts[st.name] for st in stages}
+        models["random init"] = None
+        out = s.out / "eval" / group / f"{k}-{'-'.join(ev.tasks)}"
+        got = compare(models, list(ev.tasks), manifest, cache, out, seeds=s.seeds, label_fraction=s.label_fraction,
+                      budget=dict(ev.budget), target=ev.target, spatial_dims=ev.spatial_dims)
+        rows += [dict(r, stage=group, data="X-rays" if ev.spatial_dims == 2 else "volumes") for r in got]
+    return rows
 
 
 def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings, wall: float) -> str:
@@ -115,8 +135,8 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
         f"{', '.join(map(str, s.seeds))}; total wall-clock {wall / 60:.1f} min.",
         "Each method is compared with a random initialisation of the same backbone, trained the same way.",
         "",
-        "| method | model | task | protocol | target | metric | mean | sd |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | model | data | task | protocol | target | metric | mean | sd |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     from .eval.tasks import primary_metric
 
@@ -125,11 +145,11 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
 
     for r in rows:
         metric = primary_metric(str(r.get("task", "")))
-        lines.append(f"| {r['stage']} | {r.get('model', '')} | {r.get('task', '')} | {r.get('protocol', '')} | "
+        lines.append(f"| {r['stage']} | {r.get('model', '')} | {r.get('data', '')} | {r.get('task', '')} | {r.get('protocol', '')} | "
                      f"{r.get('target', '')} | {metric} | {fmt(r.get(metric + '_mean'))} | "
                      f"{fmt(r.get(metric + '_sd'))} |")
     for name, why in failures.items():
-        lines.append(f"| {name} | failed | | | | {why} | | |")
+        lines.append(f"| {name} | failed | | | | | {why} | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,14 +239,28 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print,
     log(f"[3/3] pretraining {len(stages)} method(s), {s.budget_s:.0f} s each, then evaluation")
     rows: List[Dict[str, Any]] = []
     failures: Dict[str, str] = {}
+
+    def failed(name: str, exc: Exception) -> None:  # one method's failure must not hide the others' results
+        failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        (s.out / f"{name}_error.txt").write_text(traceback.format_exc())
+        log(f"  {name} FAILED: {failures[name]} (details in {s.out / (name + '_error.txt')})")
+
+    groups: Dict[str, List[Stage]] = {}
     for stage in stages:
-        try:
-            ckpt = _pretrain(stage, s, manifest, cache, log)
-            rows += _evaluate(stage, s, ckpt, manifest, cache)
-        except Exception as exc:  # one method's failure must not hide the others' results
-            failures[stage.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            (s.out / f"{stage.name}_error.txt").write_text(traceback.format_exc())
-            log(f"  {stage.name} FAILED: {failures[stage.name]} (details in {s.out / (stage.name + '_error.txt')})")
+        groups.setdefault(stage.group or stage.name, []).append(stage)
+    for group, members in groups.items():
+        ckpts: Dict[str, Path] = {}
+        for stage in members:
+            try:
+                ckpts[stage.name] = _pretrain(stage, s, manifest, cache, log)
+            except Exception as exc:
+                failed(stage.name, exc)
+        done = [st for st in members if st.name in ckpts]
+        if done:
+            try:
+                rows += _evaluate(group, done, ckpts, s, manifest, cache)
+            except Exception as exc:
+                failed(group, exc)
     wall = time.time() - t0
     table = _table(rows, failures, s, wall)
     (s.out / "results.md").write_text(table)

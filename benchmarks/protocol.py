@@ -1,0 +1,82 @@
+"""Results tables by the evaluation protocol (../shared/PROTOCOL.md), one suite per method family.
+
+Every row of a suite is pretrained on the same synthetic cohort under the same
+wall-clock budget, then evaluated with the same tasks, split, label fraction
+and seeds, next to a random initialisation of the same backbone trained the
+same way. The table goes to OUT/results.md (and every per-task table with all
+metrics under OUT/eval/).
+
+    python benchmarks/protocol.py --suite unimiss --out runs/protocol_unimiss
+    python benchmarks/protocol.py --suite iicc --n 64 --budget-s 60
+    python benchmarks/protocol.py --suite t3d --seed 1      # a second cohort
+
+Suites:
+  unimiss  UniMiSS, UniMiSS+ and UniMiSS+ ablations (no DRR pairs, no slice terms, no reconstruction);
+           organ segmentation Dice on CT, consolidation AUC on the X-rays (2D path)
+  iicc     SwAV, DeepCluster-V2, IICC; severity AUC and segmentation Dice on volumes, consolidation AUC on X-rays
+  t3d      vision-only restoration + contrastive (t3d_vision), T3D; retrieval R@k, zero-shot AUC, segmentation Dice
+  baselines SimCLR, MoCo v2, DINO, MAE on 3D patches; segmentation Dice and severity AUC
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medssl.demo import FROZEN, DemoSettings, Eval, Stage, run_demo
+
+SEG = Eval(("segmentation",), None, 3, {"seg_steps": 40})
+SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
+XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
+
+SUITES = {
+    "unimiss": [
+        Stage("unimiss", "unimiss_tiny", (SEG, XRAY), group="mit_tiny"),
+        Stage("unimiss_plus", "unimiss_plus_tiny", (SEG, XRAY), group="mit_plus"),
+        Stage("unimiss_plus-no_drr", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_drr=false",), group="mit_plus"),
+        Stage("unimiss_plus-no_slices", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_slices=false",),
+              group="mit_plus"),
+        Stage("unimiss_plus-no_recon", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_recon=false",),
+              group="mit_plus"),
+    ],
+    "iicc": [
+        Stage("swav", "swav_tiny", (SEVERITY, SEG, XRAY), group="slice_resnet"),
+        Stage("deepcluster_v2", "deepcluster_tiny", (SEVERITY, SEG, XRAY), group="slice_resnet"),
+        Stage("iicc", "iicc_tiny", (SEVERITY, SEG, XRAY), group="slice_resnet"),
+    ],
+    "t3d": [
+        Stage("t3d_vision", "t3d_tiny", (Eval(("report_retrieval", "zero_shot")), SEG),
+              ("method.name=t3d_vision",), group="t3d"),
+        Stage("t3d", "t3d_tiny", (Eval(("report_retrieval", "zero_shot")), SEG), group="t3d"),
+    ],
+    "baselines": [
+        Stage(name, f"{name}_tiny", (SEG, SEVERITY), group=name) for name in ("simclr", "moco", "dino", "mae")
+    ],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", choices=sorted(SUITES), required=True)
+    ap.add_argument("--out", type=Path, default=None, help="default: runs/protocol_<suite>_n<N>_s<seed>")
+    ap.add_argument("--n", type=int, default=64, help="patients (PROTOCOL: 64)")
+    ap.add_argument("--seed", type=int, default=0, help="cohort seed (a second cohort: 1)")
+    ap.add_argument("--preset", default="default", help="cohort size preset")
+    ap.add_argument("--budget-s", type=float, default=60.0, help="pretraining wall-clock per row (demo tier: ~60)")
+    ap.add_argument("--spacing", default="4,4,4", help="preprocessing spacing in mm")
+    ap.add_argument("--label-fraction", type=float, default=0.1)
+    ap.add_argument("--only", default=None, help="comma-separated subset of the suite's rows")
+    args = ap.parse_args()
+    out = args.out or Path("runs") / f"protocol_{args.suite}_n{args.n}_s{args.seed}"
+    settings = DemoSettings(out=out, n=args.n, seed=args.seed, preset=args.preset, budget_s=args.budget_s,
+                            spacing=tuple(float(v) for v in args.spacing.split(",")),
+                            label_fraction=args.label_fraction,
+                            methods=args.only.split(",") if args.only else None)
+    result = run_demo(settings, stages=SUITES[args.suite])
+    print(result["table"])
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
