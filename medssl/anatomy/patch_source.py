@@ -4,10 +4,16 @@ Item ``j`` names a (location, subject) pair explicitly
 (``location = j % L``, ``subject = j // L``), so every batch carries its own
 location indices and nothing depends on state kept in the main process (the
 released code's "current location" drifted out of sync with its DataLoader
-workers). The trainer walks the items in a seeded permutation per pass, so
-locations are interleaved within a pass and every location's queue is
-refreshed all along (the released code refilled a location's queue only
-during that location's turn, so its negatives were an epoch old).
+workers).
+
+Order within a pass (:meth:`AnatomicalPatchSource.epoch_order`, seeded by
+pass): with ``group_size`` G > 0 the items come in chunks of G subjects at
+one location, and the chunks of all locations are interleaved round by
+round. A batch of G (or a divisor of G) then shares one location, which is
+the fast path of the conditioned encoder, while every location's queue is
+refreshed all along the pass (the released code refilled a location's queue
+only during that location's turn, so its negatives were an epoch old). With
+``group_size`` 0 the order is a plain permutation (mixed-location batches).
 
 On first use the patch set is prepared from the cache (lung masks, atlas,
 registration, patches) under ``root`` (default: next to the cache), and
@@ -44,6 +50,7 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
         atlas: a user's atlas lung mask file; default: built from the cohort.
         atlas_mode: ``median`` (one template subject) or ``average``.
         ids: restrict to these subjects.
+        group_size: consecutive items sharing one location (set it to the batch size); 0: mixed.
     """
 
     def __init__(
@@ -57,6 +64,7 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
         atlas: Optional[str] = None,
         atlas_mode: str = "median",
         ids: Optional[List[str]] = None,
+        group_size: int = 0,
         progress: bool = True,
     ):
         if root is None:
@@ -76,6 +84,9 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
             raise DataError(self.root, f"no subject has patches; failures: {report.get('failed')}")
         self.grid = load_grid(self.root)
         self.locations = torch.from_numpy(np.asarray(self.grid.locations, np.float32))
+        if group_size < 0:
+            raise ValueError(f"group_size: must be >= 0, got {group_size}")
+        self.group_size = int(group_size)
         self._arrays: Dict[str, np.ndarray] = {}
 
     @property
@@ -97,6 +108,20 @@ class AnatomicalPatchSource(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.num_locations * len(self.ids)
+
+    def epoch_order(self, epoch: int, seed: int) -> np.ndarray:
+        """The item order of pass ``epoch``: location-sharing chunks, locations interleaved."""
+        L, S = self.num_locations, len(self.ids)
+        rng = np.random.default_rng([seed, epoch])
+        if self.group_size <= 0:
+            return rng.permutation(L * S)
+        G = self.group_size
+        subjects = np.stack([rng.permutation(S) for _ in range(L)])  # [L, S]: each location's subject order
+        order: List[int] = []
+        for r in range(-(-S // G)):  # rounds of one chunk per location
+            for loc in rng.permutation(L):  # a new location order every round
+                order.extend((subjects[loc, r * G:(r + 1) * G] * L + loc).tolist())
+        return np.asarray(order)
 
     def set_epoch(self, epoch: int) -> None:
         """Items then arrive as ``epoch * len + j``, so the neighbour draw changes per pass."""

@@ -12,11 +12,11 @@ A block is (conv, conv, conv stride 2). ``h`` (128-d) is the representation,
 ``z = fc(h)`` the projection.
 
 The released implementation mixed kernels in a Python loop over samples. Here
-the mixing is batched: when every sample of a batch shares one location (the
-released schedule) the mixed kernel is computed once and applied with a single
-convolution; for mixed locations the per-sample kernels are applied with one
-grouped convolution (samples as groups). Both equal the per-sample loop
-(tested). Module names match the released state dict, so the authors'
+the mixing is batched: the kernel is mixed once per distinct location in the
+batch; a batch at one location (the released schedule, and what the patch
+source's location-grouped order gives) runs a single convolution, a few
+locations one convolution each, and many locations one grouped convolution
+with a kernel per sample. All equal the per-sample loop (tested). Module names match the released state dict, so the authors'
 checkpoints map by prefix stripping only.
 """
 
@@ -49,7 +49,10 @@ class CondConv3d(nn.Module):
 
     ``weight``: [E, C_out, C_in, k, k, k]; ``bias``: [C_out] (shared by experts).
     ``forward(x: [B, C_in, D, H, W], loc: [B, loc_dim]) -> [B, C_out, D', H', W']``.
-    With ``num_experts=1`` and ``conditioned=False`` it is a plain convolution.
+    With ``conditioned=False`` it is a plain convolution. A batch at one
+    location runs one convolution with the mixed kernel; up to
+    ``max_loop_locations`` distinct locations run one convolution each; more
+    run one grouped convolution with a kernel per sample.
     """
 
     def __init__(
@@ -62,12 +65,14 @@ class CondConv3d(nn.Module):
         num_experts: int = 8,
         loc_dim: int = 3,
         conditioned: bool = True,
+        max_loop_locations: int = 4,
     ):
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts: must be >= 1, got {num_experts}")
         self.stride, self.padding = stride, padding
         self.conditioned = conditioned
+        self.max_loop_locations = max_loop_locations
         experts = num_experts if conditioned else 1
         k = kernel_size
         self.weight = nn.Parameter(torch.empty(experts, out_channels, in_channels, k, k, k))
@@ -90,14 +95,19 @@ class CondConv3d(nn.Module):
         B = x.shape[0]
         E, Co, Ci = self.weight.shape[:3]
         kshape = self.weight.shape[3:]
-        shared = B == 1 or bool((loc == loc[:1]).all())
-        if shared:
-            r = self._routing_fn(loc[:1])  # [1, E]
-            w = (r @ self.weight.reshape(E, -1)).reshape(Co, Ci, *kshape)
-            return self._conv(x, w, self.bias)
-        r = self._routing_fn(loc)  # [B, E]
-        w = (r @ self.weight.reshape(E, -1)).reshape(B * Co, Ci, *kshape)
-        y = self._conv(x.reshape(1, B * Ci, *x.shape[2:]), w, self.bias.repeat(B), groups=B)
+        uniq, inverse = torch.unique(loc, dim=0, return_inverse=True)  # [U, 3], [B]
+        r = self._routing_fn(uniq)  # [U, E]
+        w = (r @ self.weight.reshape(E, -1)).reshape(len(uniq), Co, Ci, *kshape)  # one kernel per location
+        if len(uniq) == 1:  # the whole batch at one location: one plain convolution
+            return self._conv(x, w[0], self.bias)
+        if len(uniq) <= self.max_loop_locations:  # a few locations: one convolution per location
+            order = torch.argsort(inverse)
+            counts = torch.bincount(inverse, minlength=len(uniq)).tolist()
+            parts = [self._conv(xs, w[u], self.bias) for u, xs in enumerate(torch.split(x[order], counts)) if counts[u]]
+            return torch.cat(parts)[torch.argsort(order)]
+        # many locations: per-sample kernels applied as one grouped convolution (samples as groups)
+        wb = w[inverse].reshape(B * Co, Ci, *kshape)
+        y = self._conv(x.reshape(1, B * Ci, *x.shape[2:]), wb, self.bias.repeat(B), groups=B)
         return y.reshape(B, Co, *y.shape[2:])
 
     def forward_loop(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ The position in the data is one integer: the global sample counter ``i``
 sample ``i`` is a function of ``(seed, i)``:
 
 - which source item it is: epoch ``e = i // len(source)`` walks through the
-  permutation ``default_rng([seed, e]).permutation(len(source))``; sources
+  permutation ``default_rng([seed, e]).permutation(len(source))`` (or the
+  source's own ``epoch_order(e, seed)``, for sources whose batches must be
+  arranged, e.g. DrasCLR's location-sharing batches); sources
   with epochs (``set_epoch``, the cache sources) get the key
   ``e * len(source) + j``, so their own seeded crops change from epoch to epoch;
 - the views: the view generator gets ``default_rng([seed, i])``.
@@ -57,7 +59,12 @@ class StepDataset(Dataset):
         """The key passed to ``source[...]`` for global sample ``i``."""
         epoch, pos = divmod(int(i), self.n)
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            if hasattr(self.source, "epoch_order"):
+                self._perm = np.asarray(self.source.epoch_order(epoch, self.seed))
+                if self._perm.shape != (self.n,):
+                    raise ValueError(f"source: epoch_order gave {self._perm.shape[0]} items for {self.n}")
+            else:
+                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._perm_epoch = epoch
         assert self._perm is not None
         j = int(self._perm[pos])

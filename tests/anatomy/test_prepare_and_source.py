@@ -44,3 +44,20 @@ def test_prepare_then_source_on_a_tiny_cohort(tiny_cohort, tmp_path):
     again = AnatomicalPatchSource(root=tmp_path / "patches")
     assert again.ids == src.ids
     assert (tmp_path / "patches" / "patches" / f"{cid}.npy").stat().st_mtime_ns == before
+
+
+def test_epoch_order_groups_locations_and_interleaves_them(tiny_cohort, tmp_path):
+    _, cache_dir = tiny_cohort
+    src = AnatomicalPatchSource(cache=cache_dir, root=tmp_path / "p", patch=12, step=10, group_size=2, progress=False)
+    L, S = src.num_locations, len(src.ids)
+    order = src.epoch_order(0, seed=0)
+    assert sorted(order.tolist()) == list(range(L * S))  # every (location, subject) pair once
+    locs = order % L
+    full = (S // 2) * L  # chunks of 2 subjects at one location
+    assert all(locs[i] == locs[i + 1] for i in range(0, full, 2))
+    # each round visits every location once, so a location's queue is refreshed all along the pass
+    assert sorted(locs[: 2 * L: 2].tolist()) == list(range(L))
+    assert not np.array_equal(order, src.epoch_order(1, seed=0))
+    assert np.array_equal(order, src.epoch_order(0, seed=0))
+    mixed = AnatomicalPatchSource(root=tmp_path / "p")
+    assert sorted(mixed.epoch_order(0, seed=0).tolist()) == list(range(L * S))

@@ -23,12 +23,13 @@ def test_reproduces_released_architecture():
     np.testing.assert_allclose(h.numpy(), ref["x3d_out1"], rtol=1e-4, atol=1e-5 * np.abs(ref["x3d_out1"]).max())
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_batched_condconv_equals_per_sample_loop(shared):
+@pytest.mark.parametrize("n_locations", [1, 3, 6])  # one conv; one conv per location; grouped conv
+def test_batched_condconv_equals_per_sample_loop(n_locations):
     torch.manual_seed(0)
-    conv = CondConv3d(3, 5, stride=2, num_experts=4)
+    conv = CondConv3d(3, 5, stride=2, num_experts=4, max_loop_locations=4)
     x = torch.randn(6, 3, 9, 8, 7, requires_grad=True)
-    loc = torch.rand(1, 3).expand(6, 3).clone() if shared else torch.rand(6, 3) * 2 - 1
+    table = torch.rand(n_locations, 3) * 2 - 1
+    loc = table[torch.tensor([0, 1, 2, 3, 4, 5]) % n_locations][torch.randperm(6)]
     y = conv(x, loc)
     y_ref = conv.forward_loop(x, loc)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -97,6 +98,26 @@ def test_views_depend_on_sample_index_only(tmp_path):
     # every epoch visits each source item once, in a seeded order
     keys = [ds.source_key(i) for i in range(20)]
     assert sorted(keys[:10]) == list(range(10)) and sorted(keys[10:]) == list(range(10)) and keys[:10] != keys[10:]
+
+
+class _OrderedSource(ToySource):
+    """A source that arranges its own pass order (reversed on odd passes)."""
+
+    def epoch_order(self, epoch, seed):
+        order = np.arange(len(self))
+        return order[::-1] if epoch % 2 else order
+
+
+def test_source_epoch_order_replaces_the_permutation():
+    ds = StepDataset(_OrderedSource(n=5), toy_views, seed=5)
+    assert [ds.source_key(i) for i in range(10)] == [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
+
+    class Bad(ToySource):
+        def epoch_order(self, epoch, seed):
+            return np.arange(3)
+
+    with pytest.raises(ValueError, match="epoch_order"):
+        StepDataset(Bad(n=5), toy_views, seed=0).source_key(0)
 
 
 def test_cli_pretrain_resume_and_user_errors(tmp_path, capsys):
