@@ -3,6 +3,7 @@
 Prints milliseconds per step (median over interleaved repeats) for
   plain   - the same network with unconditioned convolutions (the floor)
   shared  - conditioned, every sample at one location (the released schedule)
+  few     - conditioned, 4 locations in the batch (a grouped pass order straddling chunks)
   mixed   - conditioned, a different location per sample
   loop    - conditioned, the released per-sample loop
 and the ratios to `plain` measured in the same run.
@@ -40,11 +41,13 @@ def main() -> None:
     x = torch.randn(B, 1, 32, 32, 32)
     shared_loc = (torch.rand(1, 3) * 2 - 1).expand(B, 3).contiguous()
     mixed_loc = torch.rand(B, 3) * 2 - 1
+    few_loc = (torch.rand(4, 3) * 2 - 1)[torch.arange(B) % 4]
     cond = CondCNN3d().train()
     plain = CondCNN3d(conditioned=False).train()
     cases = {
         "plain": lambda: step(plain, x, None, False),
         "shared": lambda: step(cond, x, shared_loc, False),
+        "few": lambda: step(cond, x, few_loc, False),
         "mixed": lambda: step(cond, x, mixed_loc, False),
         "loop": lambda: step(cond, x, mixed_loc, True),
     }
