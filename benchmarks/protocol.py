@@ -26,7 +26,7 @@ from pathlib import Path
 
 from medssl.demo import FROZEN, DemoSettings, Eval, Stage, run_demo
 
-SEG = Eval(("segmentation",), None, 3, {"seg_steps": 40})
+SEG = Eval(("segmentation",), None, 3, {"seg_steps": 40, "seg_overlap": 0.0})
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
 

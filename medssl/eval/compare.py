@@ -148,12 +148,14 @@ def compare(
     for key, val in (budget or {}).items():
         if key == "seg_steps":
             s.seg.steps = int(val)
+        elif key == "seg_overlap":
+            s.seg.overlap = float(val)
         elif key == "cls_steps":
             s.cls.steps = int(val)
         elif hasattr(s, key):
             setattr(s, key, val)
         else:
-            raise ConfigError(f"budget.{key}", "unknown budget key (seg_steps, cls_steps or an EvalSettings field)")
+            raise ConfigError(f"budget.{key}", "unknown budget key (seg_steps, seg_overlap, cls_steps or an EvalSettings field)")
     named = [(n, p) for n, p in checkpoints.items() if p is not None]
     models = [resolve(p, name=n) for n, p in named]
     if not models:
