@@ -103,7 +103,8 @@ def _patch(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequence[int]])
 def patch_for_dims(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequence[int]] = None,
                    current: Sequence[int] = ()) -> Tuple[int, ...]:
     """The patch size on the ``dims``-D path: ``patch_size``; the recorded one when it has ``dims`` entries;
-    for 2D the config's ``method.views.xr_size`` (UniMiSS) or the in-plane size of the 3D patch."""
+    for 2D the config's ``method.views.xr_size`` (UniMiSS) or the in-plane size of the 3D patch; for 3D
+    after 2D pretraining (a slice encoder trained on slices) the default depth with the recorded plane."""
     if patch_size is not None:
         return _patch({}, dims, patch_size)
     for p in (meta.get("patch_size"), current):
@@ -116,6 +117,10 @@ def patch_for_dims(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequenc
         for p in (meta.get("patch_size"), current):
             if p and len(p) == 3:
                 return (int(p[1]), int(p[2]))
+    if dims == 3:
+        for p in (meta.get("patch_size"), current):
+            if p and len(p) == 2:
+                return (DEFAULT_PATCH[3][0], int(p[0]), int(p[1]))
     return DEFAULT_PATCH[dims]
 
 
@@ -169,7 +174,7 @@ def from_checkpoint(path: str | Path, *, name: Optional[str] = None, patch_size:
     meta = dict(meta)
     meta["checkpoint"] = str(path)  # the full release checkpoint (T3D's native protocol rebuilds its heads from it)
     return ModelSpec(
-        name=name or str(meta.get("method") or Path(path).stem), build=build, patch_size=_patch(meta, dims, patch_size),
+        name=name or str(meta.get("method") or Path(path).stem), build=build, patch_size=patch_for_dims(meta, dims, patch_size),
         spatial_dims=dims, pretrained=True, backbone_name=str(bb.get("name")), backbone_kwargs=dict(bb.get("kwargs") or {}),
         meta=meta, normalisation=dict(meta["normalisation"]) if meta.get("normalisation") else None,
         **_capabilities(backbone, meta),

@@ -170,3 +170,14 @@ def test_tasks_declare_their_headline_metric_and_are_registered():
         assert task in names
         assert PRIMARY_METRIC[task] == metric == primary_metric(task)
     assert primary_metric("label_efficiency-regression") == "r2"
+
+
+def test_patch_size_for_each_path_of_a_recorded_checkpoint():
+    from medssl.eval.models import DEFAULT_PATCH, patch_for_dims
+
+    # a slice encoder pretrained on 2D slices, evaluated on volumes: default depth, the recorded plane
+    assert patch_for_dims({"patch_size": [24, 40]}, 3) == (DEFAULT_PATCH[3][0], 24, 40)
+    assert patch_for_dims({"patch_size": [16, 32, 48]}, 3) == (16, 32, 48)
+    # a 3D-pretrained two-path encoder on X-rays: the in-plane size of the 3D patch
+    assert patch_for_dims({"patch_size": [16, 32, 48]}, 2) == (32, 48)
+    assert patch_for_dims({}, 2, patch_size=[20, 20]) == (20, 20)
