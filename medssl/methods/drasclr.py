@@ -32,21 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses._dist import gather_no_grad
 from ..losses.location_infonce import location_infonce_loss
 from ..registry import METHODS
 from ..views.drasclr_views import DrasCLRViews
 from .base import Method
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` over ranks (no gradient); identity in one process."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 class LocationQueues:
@@ -166,7 +156,7 @@ class DrasCLR(Method):
             for b, bk in zip(src.buffers(), dst.buffers()):
                 bk.copy_(b)
         for k, loc_index in self._pending:
-            self.queues.enqueue(_gather(k), _gather(loc_index))
+            self.queues.enqueue(gather_no_grad(k), gather_no_grad(loc_index))
         self._pending.clear()
 
     def view_generator(self) -> DrasCLRViews:
