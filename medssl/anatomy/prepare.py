@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
+from ..preprocess.pipeline import write_json_atomic
 from .atlas import Atlas, build_atlas
 from .lung_mask import lung_mask
 from .patch_grid import PatchGrid, atlas_patch_grid, extract_block, map_to_subject
@@ -122,7 +123,7 @@ def prepare_patches(
     grid_file = out / "grid.json"
     grid = atlas_patch_grid(atlas.mask, patch=patch, step=step, min_fraction=min_fraction,
                             max_patches=max_patches)
-    grid_file.write_text(json.dumps(grid.to_json()))
+    write_json_atomic(grid_file, grid.to_json())
     report.num_locations = len(grid)
 
     lo, hi = float(hu_clip[0]), float(hu_clip[1])
@@ -143,14 +144,14 @@ def prepare_patches(
         if not ppath.is_file() or not gpath.is_file():
             hu, aff = _subject_hu(cache, cid)
             corners = map_to_subject(grid, atlas.affine, res.matrix, aff)
-            gpath.write_text(json.dumps({"shape_xyz": list(hu.shape), "affine": np.asarray(aff).tolist(),
-                                         "corners_xyz": corners.tolist(), "patch": grid.patch}))
+            write_json_atomic(gpath, {"shape_xyz": list(hu.shape), "affine": np.asarray(aff).tolist(),
+                                      "corners_xyz": corners.tolist(), "patch": grid.patch})
         if not ppath.is_file():
             blocks = np.stack([extract_block(hu, c, grid.patch, AIR_HU) for c in corners])
             blocks = np.clip(blocks, lo, hi).transpose(0, 3, 2, 1)  # (N, Z, Y, X)
             _write_npy(ppath, np.ascontiguousarray(blocks).astype(np.float16))
         report.ids.append(cid)
-    (out / "report.json").write_text(json.dumps(report.to_json(), indent=1))
+    write_json_atomic(out / "report.json", report.to_json())  # written last: marks a finished patch set
     return report
 
 

@@ -147,13 +147,9 @@ def register_masks(
 
 def save_result(result: RegistrationResult, path: Union[str, Path]) -> None:
     """Write the registration (matrix, Dice, timing) as JSON, atomically."""
-    import json
-    import os
+    from ..preprocess.pipeline import write_json_atomic
 
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(Path(path), result.to_json())
 
 
 def load_result(path: Union[str, Path]) -> Optional[RegistrationResult]:
