@@ -34,11 +34,62 @@ def path_key(spatial_dims: int) -> str:
     return f"{int(spatial_dims)}d"
 
 
+def _expand_patches(conv: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """A transposed conv with kernel = stride as one matrix product, or ``None`` if it is not one.
+
+    ``x: [B, Ci, *S] -> [B, Co, *(S * stride)]``, every input voxel writing its
+    own ``stride``-sized block. The result is laid out channels-last (the
+    layout the token stages read back without a copy).
+    """
+    k, s = tuple(conv.kernel_size), tuple(conv.stride)
+    if (
+        k != s
+        or conv.groups != 1
+        or isinstance(conv.padding, str)
+        or any(conv.padding)
+        or any(conv.output_padding)
+        or any(v != 1 for v in conv.dilation)
+    ):
+        return None
+    B, Ci, *size = x.shape
+    d = len(size)
+    tokens = x.flatten(2).transpose(1, 2)  # [B, N, Ci]
+    y = tokens.matmul(conv.weight.reshape(Ci, -1))  # [B, N, Co * K]
+    Co = conv.out_channels
+    y = y.reshape(B, *size, Co, *s)
+    # [B, g0, g1, .., Co, s0, s1, ..] -> [B, g0, s0, g1, s1, .., Co]
+    perm = [0] + [v for i in range(d) for v in (1 + i, d + 2 + i)] + [d + 1]
+    y = y.permute(perm).reshape(B, *(g * si for g, si in zip(size, s)), Co)
+    if conv.bias is not None:
+        y = y + conv.bias
+    return y.movedim(-1, 1)
+
+
+class PatchConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` computed as a matrix product when kernel = stride (same weights and keys)."""
+
+    fast_paths = True
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        y = _expand_patches(self, x) if output_size is None and self.fast_paths else None
+        return super().forward(x, output_size) if y is None else y
+
+
+class PatchConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` computed as a matrix product when kernel = stride (same weights and keys)."""
+
+    fast_paths = True
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        y = _expand_patches(self, x) if output_size is None and self.fast_paths else None
+        return super().forward(x, output_size) if y is None else y
+
+
 def conv_cls(spatial_dims: int, transposed: bool = False) -> type:
     if spatial_dims == 2:
-        return nn.ConvTranspose2d if transposed else nn.Conv2d
+        return PatchConvTranspose2d if transposed else nn.Conv2d
     if spatial_dims == 3:
-        return nn.ConvTranspose3d if transposed else nn.Conv3d
+        return PatchConvTranspose3d if transposed else nn.Conv3d
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
@@ -46,6 +97,66 @@ def downsampled(size: Sequence[int], stride: IntOrSeq) -> Grid:
     """Output size of a 'same'-padded strided conv: ``ceil(n / s)`` per axis."""
     s = [stride] * len(size) if isinstance(stride, int) else list(stride)
     return tuple(-(-int(n) // int(k)) for n, k in zip(size, s))
+
+
+def _im2col3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> torch.Tensor:
+    """``[B, C, D, H, W] -> [B, C * prod(kernel), prod(out)]``: the input patch behind every output voxel."""
+    x = F.pad(x, tuple(v for p in reversed(padding) for v in (p, p)))
+    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[2:], kernel, stride)]
+    taps = [
+        x[:, :, i : i + stride[0] * (out[0] - 1) + 1 : stride[0],
+             j : j + stride[1] * (out[1] - 1) + 1 : stride[1],
+             k : k + stride[2] * (out[2] - 1) + 1 : stride[2]]
+        for i in range(kernel[0]) for j in range(kernel[1]) for k in range(kernel[2])
+    ]
+    return torch.stack(taps, 2).flatten(3).flatten(1, 2)
+
+
+class _ThinSlabConv3d(torch.autograd.Function):
+    """A bias-free, ungrouped 3D conv whose weight gradient is one matrix product.
+
+    On the CPU, oneDNN's weight-gradient kernel is 4-10x slower than an
+    im2col GEMM when the input is thinner in depth than the kernel (MiT's
+    last 3D patch embedding sees a 2-slice map with a 3-deep kernel); the
+    forward pass and the input gradient stay with the library.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (tuple(stride), tuple(padding))
+        return F.conv3d(x, weight, None, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.conf
+        grad = grad.contiguous()
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, list(stride), list(padding), [1, 1, 1], False, [0, 0, 0], 1,
+                [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[1]:
+            cols = _im2col3d(x, weight.shape[2:], stride, padding)  # [B, Ci*K, O]
+            gw = torch.einsum("bco,bko->ck", grad.flatten(2), cols).reshape(weight.shape)
+        return gx, gw, None, None
+
+
+def _thin_slab(conv: nn.Module, x: torch.Tensor) -> bool:
+    return (
+        x.ndim == 5
+        and x.device.type == "cpu"
+        and x.shape[2] < conv.kernel_size[0]
+        and x.shape[0] > 1
+        and conv.bias is None
+        and conv.groups == 1
+        and not isinstance(conv.padding, str)
+        and all(v == 1 for v in conv.dilation)
+        and torch.is_grad_enabled()
+        and conv.weight.requires_grad
+    )
 
 
 class ConvNormAct(nn.Module):
@@ -67,9 +178,19 @@ class ConvNormAct(nn.Module):
         norm = nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d
         self.norm = norm(out_channels, affine=True)
         self.act = nn.LeakyReLU(0.01)
+        self.fast_paths = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        if not self.fast_paths:
+            return self.act(self.norm(self.conv(x)))
+        # Token stages hand over channels-last views; a contiguous input keeps
+        # the CPU convolution from reordering its weight on every call.
+        x = x.contiguous()
+        if _thin_slab(self.conv, x):
+            y = _ThinSlabConv3d.apply(x, self.conv.weight, self.conv.stride, self.conv.padding)
+        else:
+            y = self.conv(x)
+        return self.act(self.norm(y))
 
 
 class DropPath(nn.Module):
@@ -105,6 +226,48 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def reduce_tokens(conv: nn.Module, tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Apply a spatial-reduction conv (kernel = stride, no padding) to tokens.
+
+    ``tokens: [B, prod(grid), C]`` in C order of ``grid`` -> ``[B, prod(grid // s), C']``,
+    equal to ``conv(fmap).flatten(2).transpose(1, 2)`` on the ``[B, C, *grid]`` map,
+    but computed as one matrix product over non-overlapping patches (dense conv)
+    or a per-channel weighted sum (depthwise). The token layout is
+    channels-last; PyTorch's CPU convolution reorders the weight on every call
+    for such inputs, which made these small convs the slowest layers of a 3D
+    step. Other convs fall back to ``conv`` itself.
+    """
+    B, _, C = tokens.shape
+    k, s = tuple(conv.kernel_size), tuple(conv.stride)
+    depthwise = conv.groups == C and conv.out_channels == C
+    patchwise = (
+        k == s
+        and not isinstance(conv.padding, str)
+        and not any(conv.padding)
+        and all(v == 1 for v in conv.dilation)
+        and (conv.groups == 1 or depthwise)
+    )
+    if not patchwise:
+        fmap = tokens.transpose(1, 2).reshape(B, C, *grid)
+        return conv(fmap).flatten(2).transpose(1, 2)
+    out = [g // si for g, si in zip(grid, s)]
+    x = tokens.reshape(B, *grid, C)
+    if any(o * si != g for o, si, g in zip(out, s, grid)):  # a strided conv drops the remainder
+        x = x[(slice(None),) + tuple(slice(0, o * si) for o, si in zip(out, s))]
+    d = len(grid)
+    split = [B] + [v for o, si in zip(out, s) for v in (o, si)] + [C]
+    x = x.reshape(split)  # [B, o0, s0, o1, s1, ..., C]
+    perm = [0] + [1 + 2 * i for i in range(d)] + [2 * d + 1] + [2 + 2 * i for i in range(d)]
+    patches = x.permute(perm).reshape(B, math.prod(out), C, math.prod(s))  # [B, O, C, K]
+    if conv.groups == 1:
+        y = F.linear(patches.flatten(2), conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    else:
+        y = torch.einsum("bock,ck->boc", patches, conv.weight.reshape(C, -1))
+        if conv.bias is not None:
+            y = y + conv.bias
+    return y
+
+
 class SRAttention(nn.Module):
     """Spatial-reduction attention (PVT, Wang et al. ICCV 2021) with cls tokens.
 
@@ -135,6 +298,7 @@ class SRAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.sr_ratio = int(sr_ratio)
         self.attn_impl = attn_impl
+        self.fast_paths = True
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -158,8 +322,12 @@ class SRAttention(nn.Module):
                     f"x: input too small, a token grid {tuple(grid)} is smaller than the "
                     f"spatial-reduction ratio {self.sr_ratio}"
                 )
-            fmap = x[:, num_cls:].transpose(1, 2).reshape(B, C, *grid)
-            red = self.sr[path_key(len(grid))](fmap).flatten(2).transpose(1, 2)  # [B, N', C]
+            sr = self.sr[path_key(len(grid))]
+            if self.fast_paths:
+                red = reduce_tokens(sr, x[:, num_cls:], grid)  # [B, N', C]
+            else:
+                fmap = x[:, num_cls:].transpose(1, 2).reshape(B, C, *grid)
+                red = sr(fmap).flatten(2).transpose(1, 2)
             kv_in = self.norm(torch.cat([x[:, :num_cls], red], dim=1))
         else:
             kv_in = x
@@ -322,6 +490,20 @@ def set_attention_impl(module: nn.Module, impl: str) -> None:
     for m in module.modules():
         if isinstance(m, SRAttention):
             m.attn_impl = impl
+
+
+def set_fast_paths(module: nn.Module, enabled: bool = True) -> None:
+    """Switch the CPU fast paths of every MiT layer in ``module`` on or off.
+
+    On (the default): spatial-reduction and kernel = stride transposed convs
+    as matrix products on tokens, contiguous inputs to the patch-embedding
+    convs and a GEMM weight gradient for convs over slabs thinner than their
+    kernel. Off: every conv is the plain PyTorch module call. Both compute
+    the same function (tested); only speed differs.
+    """
+    for m in module.modules():
+        if isinstance(m, (SRAttention, ConvNormAct, PatchConvTranspose2d, PatchConvTranspose3d)):
+            m.fast_paths = bool(enabled)
 
 
 class TwoPathBackbone(Backbone):

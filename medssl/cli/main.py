@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import MedsslError
+from ..runtime import tune_cpu_allocator
 
 COMMAND_MODULES = [
     "medssl.cli.list_cmd",
@@ -48,6 +49,7 @@ def build_app() -> typer.Typer:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI; user errors print one line and exit with status 2."""
+    tune_cpu_allocator()
     app = build_app()
     try:
         app(args=argv, standalone_mode=False)

@@ -33,6 +33,7 @@ import torch
 
 from ..config import RunConfig, config_to_dict, save_config
 from ..errors import ConfigError, MedsslError
+from ..runtime import tune_cpu_allocator
 from .build import build_method, build_source, cache_path, data_meta, ensure_cache, needs_cache
 from .data import StepBatchSampler, StepDataset, build_loader
 from .knn_probe import collect_probe_set, knn_probe
@@ -83,6 +84,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     Returns the run summary (also written to ``run_dir/summary.json``).
     """
     _check(cfg)
+    tune_cpu_allocator()
     t, run_dir = cfg.trainer, Path(cfg.run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if resume is True and not last.is_file():
