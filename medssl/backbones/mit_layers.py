@@ -152,10 +152,13 @@ def _thin_slab(conv: nn.Module, x: torch.Tensor) -> bool:
         and x.shape[0] > 1
         and conv.bias is None
         and conv.groups == 1
+        and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
         and all(v == 1 for v in conv.dilation)
         and torch.is_grad_enabled()
         and conv.weight.requires_grad
+        and x.dtype == conv.weight.dtype
+        and not torch.is_autocast_enabled("cpu")
     )
 
 

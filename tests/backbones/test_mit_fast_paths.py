@@ -95,6 +95,8 @@ def test_thin_slab_path_is_taken_only_for_slabs_thinner_than_the_kernel():
     assert not _thin_slab(block.conv, torch.randn(2, 4, 3, 6, 6))  # deep enough
     assert not _thin_slab(block.conv, torch.randn(1, 4, 2, 6, 6))  # one sample: the library is fast
     assert not _thin_slab(ConvNormAct(2, 4, 8).conv, torch.randn(2, 4, 6, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes stay with the library
+        assert not _thin_slab(block.conv, torch.randn(2, 4, 2, 6, 6))
 
 
 def _grads(model, x, fast, fn):
