@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .io.atomic import atomic_path
 
 __all__ = ["save_release", "load_release", "load_encoder", "export", "sidecar_path", "git_hash"]
 
@@ -58,9 +58,9 @@ def _plain_state(module: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp)`` to a temporary path, then move it onto ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_release(path: Union[str, Path], method: nn.Module, cfg: Any, data_meta: Optional[Mapping[str, Any]] = None) -> Path:

@@ -276,16 +276,11 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
 
 def save_config(cfg: RunConfig, path: Union[str, Path]) -> Path:
     """Write the resolved config as YAML (atomic)."""
-    import os
-
     import yaml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from .io.atomic import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def check_components(cfg: RunConfig) -> None:

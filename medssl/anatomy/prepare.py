@@ -24,7 +24,6 @@ skips subjects whose patches exist.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -32,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..preprocess.pipeline import write_json_atomic
+from ..io.atomic import save_npy_atomic, write_json_atomic
 from .atlas import Atlas, build_atlas
 from .lung_mask import lung_mask
 from .patch_grid import PatchGrid, atlas_patch_grid, extract_block, map_to_subject
@@ -60,12 +59,6 @@ def _subject_hu(cache: Any, cid: str) -> Tuple[np.ndarray, np.ndarray]:
     meta = cache.meta(cid)
     hu = cache.to_hu(np.asarray(cache.image(cid), dtype=np.float32), meta)
     return np.ascontiguousarray(hu.transpose(2, 1, 0)), np.asarray(meta["affine"], float)
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
 
 
 def prepare_patches(
@@ -106,7 +99,7 @@ def prepare_patches(
                 m = read_label_on_grid(external, hu.shape, aff) > 0
             else:
                 m = lung_mask(hu, spacing=np.linalg.norm(aff[:3, :3], axis=0))
-            _write_npy(mpath, m)
+            save_npy_atomic(mpath, m)
         if not m.any():
             report.failed[cid] = "empty lung mask (no air-like region inside the body)"
             continue
@@ -149,7 +142,7 @@ def prepare_patches(
         if not ppath.is_file():
             blocks = np.stack([extract_block(hu, c, grid.patch, AIR_HU) for c in corners])
             blocks = np.clip(blocks, lo, hi).transpose(0, 3, 2, 1)  # (N, Z, Y, X)
-            _write_npy(ppath, np.ascontiguousarray(blocks).astype(np.float16))
+            save_npy_atomic(ppath, np.ascontiguousarray(blocks).astype(np.float16))
         report.ids.append(cid)
     write_json_atomic(out / "report.json", report.to_json())  # written last: marks a finished patch set
     return report

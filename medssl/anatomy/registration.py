@@ -147,7 +147,7 @@ def register_masks(
 
 def save_result(result: RegistrationResult, path: Union[str, Path]) -> None:
     """Write the registration (matrix, Dice, timing) as JSON, atomically."""
-    from ..preprocess.pipeline import write_json_atomic
+    from ..io.atomic import write_json_atomic
 
     write_json_atomic(Path(path), result.to_json())
 

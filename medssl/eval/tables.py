@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
+
+from ..io.atomic import atomic_path, write_text_atomic
 
 GROUP_KEYS = ("model", "task", "protocol", "target", "label_fraction")
 ROW_KEYS = GROUP_KEYS + ("n_labelled", "seed", "sweep")
@@ -60,13 +61,12 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     cols: List[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in cols})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in cols})
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -151,9 +151,7 @@ def write_results(
     _write_csv(out / "results_per_seed.csv", rows)
     _write_csv(out / "results.csv", summary)
     md = markdown(summary, header, metrics_per_task or {})
-    tmp = out / ".results.md.tmp"
-    tmp.write_text(md + "\n", encoding="utf-8")
-    os.replace(tmp, out / "results.md")
+    write_text_atomic(out / "results.md", md + "\n")
     files = [out / "results.csv", out / "results_per_seed.csv", out / "results.md"]
     for task in OrderedDict.fromkeys(s["task"] for s in summary):
         metric = primary.get(task)

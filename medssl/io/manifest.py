@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import DataError
+from .atomic import write_text_atomic
 
 MODALITIES_3D = ("ct", "mr")
 MODALITIES_2D = ("xray",)
@@ -270,13 +270,5 @@ def write_manifest(cases: Iterable[Union[Case, Dict[str, Any]]], path: Union[str
     for c in cases:
         rec = c.to_record(root) if isinstance(c, Case) else dict(c)
         lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=False))
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + ("\n" if lines else ""))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
     return path

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
+from .atomic import atomic_path
 from .volume import Volume
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def write_nifti(
@@ -45,13 +37,8 @@ def write_nifti(
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -71,11 +58,6 @@ def write_png(array: np.ndarray, path: Union[str, Path], bits: int = 8) -> Path:
     elif a.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"array: unsupported dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(a).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -12,7 +12,6 @@ Cache layout (docs/cache.md)::
 from __future__ import annotations
 
 import json
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigError, DataError
+from ..io.atomic import write_json_atomic, write_text_atomic
 from .fingerprint import case_fingerprint, combine, target_spacing
 from .inputs import load_cases
 from .intensity import DEFAULT_CT_WINDOW, check_window
@@ -43,12 +43,6 @@ class PreprocessReport:
                  f"{len(self.skipped)} skipped; spacing {self.plan.get('spacing')} mm"]
         lines += [f"  skipped {s['id']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def parse_shard(shard: Union[str, Sequence[int]]) -> Tuple[int, int]:
@@ -130,9 +124,7 @@ def write_index(out: Path, order: Iterable[str]) -> List[Dict[str, Any]]:
     rank = {cid: n for n, cid in enumerate(order)}
     done.sort(key=lambda cid: (rank.get(cid, len(rank)), cid))
     records = [json.loads((cases_dir / cid / "meta.json").read_text(encoding="utf-8"))["record"] for cid in done]
-    tmp = out / f".tmp-index-{os.getpid()}.jsonl"
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, out / "index.jsonl")
+    write_text_atomic(out / "index.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     return records
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from .. import __version__
 from ..errors import ConfigError
+from ..io.atomic import write_text_atomic
 from ..io.writers import write_nifti
 from .anatomy import ORGAN_LABELS
 from .lesions import LESION_LABELS
@@ -45,15 +44,6 @@ def patient_id(index: int) -> str:
 def split_of(index: int) -> str:
     """Fixed by index so a patient keeps its split whatever the cohort size: 80/10/10."""
     return {8: "val", 9: "test"}.get(index % 10, "train")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic UTF-8 text write (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _check_out(out: Path) -> None:
@@ -85,7 +75,7 @@ def _make_one(out: str, seed: int, index: int, preset: Preset) -> Dict[str, Any]
     write_nifti(p["organs"], root / files["label"], affine=p["affine"])
     write_nifti(p["lesions"], root / files["lesion_label"], affine=p["affine"])
     rec = p["record"]
-    _write_text(root / files["report"], rec["report"])
+    write_text_atomic(root / files["report"], rec["report"])
     meta = {k: v for k, v in rec.items() if k not in ("id", "report")}
     meta["lesion_label"] = files["lesion_label"]
     return {"id": pid, "image": files["image"], "modality": "ct", "label": files["label"],
@@ -178,10 +168,10 @@ def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[
         "generator": {"name": GENERATOR_NAME, "version": __version__, "seed": int(seed), "n": n,
                       "preset": p.to_dict()},
     }
-    _write_text(out / "patients.csv", _csv_text(records))
-    _write_text(out / "dataset.json", json.dumps(dataset, indent=2) + "\n")
+    write_text_atomic(out / "patients.csv", _csv_text(records))
+    write_text_atomic(out / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     manifest = out / "manifest.jsonl"
-    _write_text(manifest, "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(manifest, "".join(json.dumps(r) + "\n" for r in records))
     if xrays:
         from ..drr.cohort import render_cohort_xrays
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
 import numpy as np
+
+from ..io.atomic import save_npy_atomic, write_text_atomic
 import torch
 
 from ..errors import DataError
@@ -42,9 +43,7 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "encoder.json"
         if not info.is_file():
-            tmp = info.with_name(f".{info.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"name": encoder.name, "id": encoder.encoder_id, "dim": encoder.dim}))
-            os.replace(tmp, info)
+            write_text_atomic(info, json.dumps({"name": encoder.name, "id": encoder.encoder_id, "dim": encoder.dim}))
         self.hits = 0
         self.misses = 0
         self._memory: Dict[str, np.ndarray] = {}
@@ -86,11 +85,7 @@ class EmbeddingCache:
             vecs = self.encoder.embed(unique).numpy().astype(np.float32)
             fresh = dict(zip(unique, vecs))
             for t, v in fresh.items():
-                p = self.path(t)
-                p.parent.mkdir(parents=True, exist_ok=True)
-                tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, v, allow_pickle=False)
-                os.replace(tmp, p)
+                save_npy_atomic(self.path(t), v)
                 self._memory[text_key(t)] = v
             for i in todo:
                 out[i] = fresh[texts[i]]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
+
+from ..io.atomic import atomic_path
 
 __all__ = ["CSVLog", "RunLogger"]
 
@@ -47,12 +48,11 @@ class CSVLog:
         if not header:
             return
         keep = [r for r in rows if int(r["step"]) < step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=header)
-            w.writeheader()
-            w.writerows(keep)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=header)
+                w.writeheader()
+                w.writerows(keep)
         self.columns = header
 
     def write(self, row: Mapping[str, Any]) -> None:

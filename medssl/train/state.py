@@ -19,14 +19,14 @@ The data position is ``step * global_batch`` (see :mod:`medssl.train.data`).
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import numpy as np
 import torch
+
+from ..io.atomic import atomic_path
 
 from ..errors import CheckpointError
 
@@ -66,17 +66,8 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def save_state(state: Dict[str, Any], path: Union[str, Path]) -> Path:
     """Atomic ``torch.save``: temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(state, tmp)
     return path
 
 
