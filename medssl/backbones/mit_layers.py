@@ -65,24 +65,22 @@ def _expand_patches(conv: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
     return y.movedim(-1, 1)
 
 
-class PatchConvTranspose2d(nn.ConvTranspose2d):
+class _PatchExpand:
+    """Mixin for ``nn.ConvTranspose{2,3}d``: kernel = stride runs as :func:`_expand_patches`."""
+
+    fast_paths = True
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        y = _expand_patches(self, x) if output_size is None and self.fast_paths else None
+        return super().forward(x, output_size) if y is None else y
+
+
+class PatchConvTranspose2d(_PatchExpand, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` computed as a matrix product when kernel = stride (same weights and keys)."""
 
-    fast_paths = True
 
-    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        y = _expand_patches(self, x) if output_size is None and self.fast_paths else None
-        return super().forward(x, output_size) if y is None else y
-
-
-class PatchConvTranspose3d(nn.ConvTranspose3d):
+class PatchConvTranspose3d(_PatchExpand, nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` computed as a matrix product when kernel = stride (same weights and keys)."""
-
-    fast_paths = True
-
-    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        y = _expand_patches(self, x) if output_size is None and self.fast_paths else None
-        return super().forward(x, output_size) if y is None else y
 
 
 def conv_cls(spatial_dims: int, transposed: bool = False) -> type:
@@ -505,7 +503,7 @@ def set_fast_paths(module: nn.Module, enabled: bool = True) -> None:
     the same function (tested); only speed differs.
     """
     for m in module.modules():
-        if isinstance(m, (SRAttention, ConvNormAct, PatchConvTranspose2d, PatchConvTranspose3d)):
+        if isinstance(m, (SRAttention, ConvNormAct, _PatchExpand)):
             m.fast_paths = bool(enabled)
 
 
