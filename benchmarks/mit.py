@@ -96,6 +96,8 @@ def profile_3d(model: torch.nn.Module, rows: int = 12) -> None:
         print(f"profile, 3D step, fast paths {'on' if fast else 'off'} (ms per step, calls per step, first input shapes):")
         for e in events:
             print(f"  {e.key:28s} {e.cpu_time_total / 3e3:6.1f} ms  x{e.count / 3:4.1f}  {e.input_shapes[:3]}")
+        matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm"))
+        print(f"  matrix products (aten::mm + aten::addmm, self time): {matmul / 3e3:.0f} ms per step")
 
 
 def main() -> None:

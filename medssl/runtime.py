@@ -4,8 +4,8 @@
 reuse instead of returning it to the system. PyTorch's CPU tensors come
 from ``malloc``; by default every tensor of a few MB or more is a fresh
 ``mmap`` that is unmapped when freed, so each training step faults in its
-activations and gradients page by page again (about 11 000 page faults and
-30 ms of system time per MiT-small 3D step, 8 % of the step; see
+activations and gradients page by page again (about 9 600 page faults and
+24 ms of system time per MiT-small 3D step, 7 % of the step; see
 docs/benchmarks.md). With the tuning, allocations up to 32 MB are served
 from the heap and the heap is not trimmed, like the caching allocators of
 GPU frameworks: the process keeps its peak memory instead of shrinking
