@@ -7,9 +7,22 @@ arXiv:2312.01529) plus the embedding of the whole report (findings +
 impression) and of each sentence, from a frozen text encoder.
 
 Reports come from the manifest (``report`` file or ``report_text``); the
-cache does not keep them. ``report_manifest`` defaults to
-``manifest.jsonl`` next to the cache folder, which is where
-``medssl pretrain`` builds the cache (``<manifest dir>/cache``). Every report
+cache does not keep them. ``report_manifest`` is the run's ``data.manifest``
+when ``medssl pretrain`` builds the source (:func:`medssl.train.build.build_source`),
+else ``manifest.jsonl`` next to the cache folder, which is where
+``medssl pretrain`` builds the cache (``<manifest dir>/cache``).
+
+Only the train split's reports, by default (``report_split="train"``): the
+evaluation's ``report_retrieval`` and ``zero_shot`` score (volume, report)
+pairs of the test split, so pretraining on those reports would score pairs the
+model was trained to match. The split is the evaluation's own
+(:func:`eval_split` calls :func:`medssl.eval.data.load_eval_data` and
+:func:`medssl.eval.tasks.split`, rule ``report_split_rule`` with
+``report_train_share``), so the two cannot disagree; cases the evaluation never
+scores (``split: unpaired``, or no ``split`` value under rule ``manifest``) are
+kept. ``report_split="all"`` reads every report and warns. The choice is
+recorded in the checkpoint sidecar (``data.report_split`` and friends), and the
+evaluation flags its rows with ``pairs_seen_in_pretraining``. Every report
 is parsed and embedded once, at construction, through the on-disk
 :class:`~medssl.text.EmbeddingCache`; the source then holds only a table of
 unique sentence embeddings (float16), so DataLoader workers never run the
@@ -18,8 +31,9 @@ text encoder.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,6 +64,38 @@ def load_reports(manifest: Union[str, Path], ids: Sequence[str]) -> Dict[str, Op
     return out
 
 
+REPORT_SPLITS = ("train", "all")
+
+
+def eval_split(manifest: Union[str, Path], cache: Union[Cache, str, Path], *, rule: str = "hash",
+               train_share: float = 0.75) -> Tuple[List[str], List[str]]:
+    """``(train_ids, test_ids)`` of the volumes of ``manifest``, exactly as ``medssl evaluate`` splits them.
+
+    The same calls as the evaluation of a 3D checkpoint on ``manifest`` and
+    ``cache``: :func:`~medssl.eval.data.load_eval_data` (ids, manifest ``split``
+    values, patient groups) and :func:`medssl.eval.tasks.split` with
+    ``EvalSettings(split_rule=rule, train_share=train_share)``. A cohort too
+    small to evaluate (fewer than 2 train or test cases) still gets its split
+    from the same :func:`~medssl.eval.splits.train_test_split` call.
+    """
+    from ..eval.data import load_eval_data
+    from ..eval.splits import train_test_split
+    from ..eval.tasks import EvalSettings, split
+
+    path = cache.path if isinstance(cache, Cache) else Path(cache)
+    try:
+        data = load_eval_data(manifest, cache=path, spatial_dims=3, strict=True)
+    except DataError as exc:
+        raise DataError(exc.path, f"{exc.problem}; the train split of the reports is the evaluation's split of this "
+                                  "manifest and cache (set data.report_manifest to the manifest you will evaluate on, "
+                                  "or data.report_split=all)") from None
+    try:
+        return split(data, EvalSettings(split_rule=rule, train_share=train_share))
+    except DataError:  # too few cases to evaluate: the evaluation refuses this cohort, the split still holds out its test cases
+        return train_test_split(data.ids, rule=rule, train_share=train_share, splits=[data.splits.get(i) for i in data.ids],
+                                groups=[data.groups.get(i) for i in data.ids])
+
+
 @SOURCES.register("reports")
 class ReportCropSource(CacheSource):
     """Volumes with ``K`` random crops each and their report's embeddings.
@@ -65,7 +111,12 @@ class ReportCropSource(CacheSource):
         cache: the preprocessed cache.
         crop_size: crop size in voxels (z, y, x) at the cache's spacing.
         crops_per_volume: ``K``.
-        report_manifest: manifest holding the reports (default: next to the cache).
+        report_manifest: manifest holding the reports (default: next to the cache; ``medssl pretrain`` passes
+            ``data.manifest``).
+        report_split: ``"train"`` (default): only cases outside the evaluation's test split (see
+            :func:`eval_split`); ``"all"``: every report (retrieval and zero-shot then score pairs seen in pretraining).
+        report_split_rule, report_train_share: the evaluation split those reports are kept out of
+            (``medssl evaluate --split-rule``, ``EvalSettings.train_share``).
         text_encoder: ``"default"`` (packaged all-MiniLM-L6-v2), a hub name or a folder.
         embedding_cache: folder of the embedding cache (default: ``<cache>/text_embeddings``).
         max_sentences: ``S``; longer reports keep their first ``S`` sentences.
@@ -81,6 +132,9 @@ class ReportCropSource(CacheSource):
         crop_size: Sequence[int] = (96, 96, 96),
         crops_per_volume: int = 4,
         report_manifest: Optional[str] = None,
+        report_split: str = "train",
+        report_split_rule: str = "hash",
+        report_train_share: float = 0.75,
         text_encoder: str = "default",
         embedding_cache: Optional[str] = None,
         max_sentences: int = 32,
@@ -100,7 +154,31 @@ class ReportCropSource(CacheSource):
             raise ValueError(f"max_sentences: must be >= 1, got {max_sentences}")
         self.crops_per_volume, self.max_sentences = int(crops_per_volume), int(max_sentences)
         self.dtype = check_dtype(dtype)
+        if report_split not in REPORT_SPLITS:
+            raise ValueError(f"report_split: expected one of {', '.join(REPORT_SPLITS)}, got {report_split!r}")
+        from ..eval.splits import describe_split_rule
+
+        describe_split_rule(report_split_rule)  # validates the rule's name
+        if not 0 < float(report_train_share) < 1:
+            raise ValueError(f"report_train_share: must lie in (0, 1), got {report_train_share}")
         manifest = Path(report_manifest) if report_manifest else self.cache.path.parent / "manifest.jsonl"
+        if not manifest.is_file():
+            raise DataError(manifest, "manifest with the reports not found (set data.report_manifest)")
+        self.report_split, self.report_split_rule = str(report_split), str(report_split_rule)
+        self.report_train_share = float(report_train_share)
+        self.held_out: List[str] = []  # cached cases left out because the evaluation tests on them
+        if self.report_split == "train":
+            _, test = eval_split(manifest, self.cache, rule=self.report_split_rule, train_share=self.report_train_share)
+            test_set = set(test)
+            self.held_out = [i for i in self.ids if i in test_set]
+            self.ids = [i for i in self.ids if i not in test_set]
+            if not self.ids:
+                raise DataError(manifest, f"no case left for pretraining: all {len(self.held_out)} selected cases are in "
+                                          "the evaluation's test split")
+        else:
+            warnings.warn(f"data.report_split=all: T3D pretrains on the reports of every case in {manifest}, test split "
+                          "included; report_retrieval and zero_shot on this cohort then score pairs seen in pretraining "
+                          "(their rows say pairs_seen_in_pretraining=True), not unseen pairs", stacklevel=2)
         texts = load_reports(manifest, self.ids)
         self._embed_reports(texts, text_encoder, embedding_cache, check_language, encoder)
 
@@ -151,10 +229,14 @@ class ReportCropSource(CacheSource):
         }
 
     def data_meta(self) -> Dict[str, Any]:
-        """What the release checkpoint records: spacing, normalisation, crop size, text encoder."""
+        """What the release checkpoint records: spacing, normalisation, crop size, text encoder, which reports."""
         meta: Dict[str, Any] = {"patch_size": list(self.patch_size), "in_channels": 1,
                                 "text_encoder": self.encoder_name, "text_dim": self.text_dim,
-                                "crops_per_volume": self.crops_per_volume}
+                                "crops_per_volume": self.crops_per_volume,
+                                "report_split": self.report_split, "n_reports": len(self.ids)}
+        if self.report_split == "train":
+            meta.update(report_split_rule=self.report_split_rule, report_train_share=self.report_train_share,
+                        n_reports_held_out=len(self.held_out))
         if isinstance(self.cache.plan, dict) and self.cache.plan.get("spacing") is not None:
             meta["spacing"] = list(self.cache.plan["spacing"])
         case = self.cache.meta(self.ids[0])

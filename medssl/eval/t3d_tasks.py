@@ -17,6 +17,14 @@ Two protocols per model:
 Retrieval and zero-shot AUC are computed on the test split. Crops are cut from
 cache values and converted to the checkpoint's recorded normalisation inside
 the encoder (:mod:`medssl.eval.inputs`), for both protocols.
+
+Every row says ``pairs_seen_in_pretraining``: True when the checkpoint's
+pretraining read the reports of test cases, so the score is not on unseen
+pairs (:func:`pairs_seen`). T3D pretrains on the train split's reports by
+default (source option ``report_split``, recorded in the sidecar's ``data``);
+a checkpoint made with ``report_split=all`` or before the option existed is
+flagged, and the task warns. Rows are flagged rather than refused, so old
+checkpoints still evaluate.
 """
 
 from __future__ import annotations
@@ -95,6 +103,35 @@ def native_volume_embeddings(method: Any, data: EvalData, ids: Sequence[str], pa
     return torch.stack(out)
 
 
+def pairs_seen(model: ModelSpec, data: EvalData, s: EvalSettings, test_ids: Sequence[str]) -> bool:
+    """Whether ``model``'s pretraining read the reports of any of ``test_ids``.
+
+    False for a model that never read reports (random init, vision-only
+    methods). For a text method (``TEXT_METHODS``) the sidecar's
+    ``data.report_split`` decides: ``"train"`` with this evaluation's split
+    rule and train share is False; ``"train"`` with another rule or share is
+    True when that split's train side (recomputed on ``data``) holds a test
+    case; ``"all"`` or no record (checkpoints from before the option, which
+    read every report) is True.
+    """
+    if not model.pretrained or model.meta.get("method") not in TEXT_METHODS:
+        return False
+    d = model.meta.get("data") or {}
+    if d.get("report_split") != "train":
+        return True
+    rule = str(d.get("report_split_rule", "hash"))
+    share = float(d.get("report_train_share", 0.75))
+    if rule == s.split_rule and abs(share - float(s.train_share)) < 1e-12:
+        return False
+    from ..errors import DataError
+
+    try:
+        _, held_out = split(data, EvalSettings(split_rule=rule, train_share=share))
+    except (DataError, ValueError):
+        return True
+    return bool(set(test_ids) - set(held_out))
+
+
 class _Embeddings:
     """Per model: test-split volume embeddings and the matching text-embedding function, per protocol and seed."""
 
@@ -110,6 +147,12 @@ class _Embeddings:
         name = str((model.meta.get("data") or {}).get("text_encoder") or "default")
         self.embed_raw = s.text_embed or (lambda texts: text_encoder(name).embed(texts).numpy())
         self.method = load_t3d(model)
+        self.pairs_seen = pairs_seen(model, data, s, self.test)
+        if self.pairs_seen:
+            rec = (model.meta.get("data") or {}).get("report_split")
+            how = f"data.report_split={rec}" if rec else "no report_split recorded: made before the option, it read every report"
+            warnings.warn(f"{model.name}: pretrained on reports of this evaluation's test cases ({how}); its report_retrieval "
+                          "and zero_shot rows say pairs_seen_in_pretraining=True: they do not score unseen pairs")
         self._feats: Dict[int, Dict[str, np.ndarray]] = {}
 
     def reports(self, ids: Sequence[str]) -> List[str]:
@@ -156,7 +199,7 @@ def report_retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> 
         for protocol, (vol, text_fn) in emb.protocols(seed).items():
             txt = text_fn(emb.reports(emb.test))
             rows.append(_row(model, "report_retrieval", protocol, "report", len(emb.train), seed,
-                             **bidirectional_recall(vol, txt)))
+                             **bidirectional_recall(vol, txt), pairs_seen_in_pretraining=emb.pairs_seen))
     return rows
 
 
@@ -170,5 +213,6 @@ def zero_shot_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Di
         for protocol, (vol, text_fn) in emb.protocols(seed).items():
             aucs = zero_shot_auc(vol, meta, text_fn, SYNTH_FINDINGS)
             for finding, auc in aucs.items():
-                rows.append(_row(model, "zero_shot", protocol, finding, len(emb.train), seed, auc=auc))
+                rows.append(_row(model, "zero_shot", protocol, finding, len(emb.train), seed, auc=auc,
+                                 pairs_seen_in_pretraining=emb.pairs_seen))
     return rows

@@ -5,6 +5,9 @@ Liu, Ouyang, Chen, Quilodran-Casas, Ma, Fu, Guo, Shah, Bai, Arcucci,
 Pre-training", arXiv:2312.01529 (v1, 2023). There is no official code; the
 choices below are ours (docs/methods/t3d.md explains each):
 
+- Reports: the train split's only (source option ``report_split``, default
+  ``train``): the evaluation's retrieval and zero-shot tasks score the test
+  split's (volume, report) pairs, so they must stay unseen.
 - Input: ``K`` random crops per volume at the cache's spacing (source
   ``reports``), never a downsampled whole volume; the trainer's
   ``grad_checkpointing`` and ``bf16-mixed`` make 96^3-128^3 crops fit, and the

@@ -71,8 +71,11 @@ def _open_cache(path: Path) -> Any:
 def build_source(cfg: Any, cache: Optional[Path] = None) -> Any:
     """The data source ``SOURCES.build(data.source, cache=..., **data.kwargs)``."""
     kwargs: Dict[str, Any] = dict(cfg.data.kwargs)
-    if "seed" in inspect.signature(SOURCES.get(cfg.data.source)).parameters and "seed" not in kwargs:
+    params = inspect.signature(SOURCES.get(cfg.data.source)).parameters
+    if "seed" in params and "seed" not in kwargs:
         kwargs["seed"] = cfg.seed  # the run's seed also seeds the source's own crops
+    if "report_manifest" in params and not kwargs.get("report_manifest") and cfg.data.manifest:
+        kwargs["report_manifest"] = str(cfg.data.manifest)  # reports come from the run's manifest, wherever the cache is
     if needs_cache(cfg):
         kwargs["cache"] = _open_cache(cache if cache is not None else cache_path(cfg))
     try:
