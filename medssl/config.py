@@ -122,10 +122,14 @@ class SchedulesConfig:
 
 @dataclass
 class EvalConfig:
-    knn_every: int = 0  # 0: no online kNN probe
-    knn_label: str = "severity"  # manifest meta key holding the class label
+    """The trainer's online kNN probe (:mod:`medssl.train.knn_probe`)."""
+
+    knn_every: int = 0  # 0: no online probe; else the fewest optimiser steps between two probes
+    knn_label: str = "emphysema_pct"  # manifest meta key: classes (ints, strings) or a continuous value (Spearman)
     knn_k: int = 5
-    knn_max_cases: int = 64
+    knn_max_cases: int = 32  # cases in the fixed probe set
+    probe_share: float = 0.05  # most of the wall-clock the probe may take (the next probe waits accordingly)
+    probe_chunk: int = 4  # cases per forward pass of the probe
 
 
 @dataclass

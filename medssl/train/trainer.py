@@ -12,7 +12,16 @@ step ``step``::
     if the loss is NaN/Inf on any rank: skip the update (warn; stop after max_bad_steps in a row)
     clip gradients (trainer.grad_clip); optimiser step
     method.on_after_step(step, sched)                # EMA teachers, queues
-    log; checkpoint every N steps; online kNN probe; stop at max_steps or the time budget
+    log; checkpoint every N steps; stop at max_steps or the time budget
+
+The online kNN probe (:mod:`medssl.train.knn_probe`, ``eval.knn_every > 0``)
+runs on rank 0 before the first step, whenever :func:`probe_due` says the
+last probe has been paid for (at most ``eval.probe_share`` of the
+wall-clock, at least ``eval.knn_every`` steps apart), and once after the
+last step; a probe logged at step ``s`` saw the weights after ``s``
+updates, the same weights as the loss of step ``s`` in ``metrics.csv``.
+With a time budget, the run stops early enough for the final probe (its
+last cost) to fit in the budget.
 
 Randomness inside a step (masks, dropout) comes from the global RNGs, which
 are re-seeded from ``(seed, step, rank)`` at the start of every step, so a
@@ -33,11 +42,12 @@ import torch
 
 from ..config import RunConfig, config_to_dict, save_config
 from ..errors import ConfigError, MedsslError
+from ..io.atomic import write_text_atomic
 from ..runtime import tune_cpu_allocator
 from .build import build_method, build_source, cache_path, data_meta, ensure_cache, needs_cache
 from .data import StepBatchSampler, StepDataset, build_loader
-from .knn_probe import collect_probe_set, knn_probe
-from .logging import RunLogger
+from .knn_probe import collect_probe_set, knn_probe, probe_due
+from .logging import RunLogger, write_curves
 from .optim import apply_schedule, build_optimizer
 from .schedules import schedule_values
 from .state import FORMAT, load_state, rng_state, save_state, set_rng_state
@@ -74,6 +84,14 @@ def _check(cfg: RunConfig) -> None:
             raise ConfigError(key, f"must be >= {low}, got {val}")
     if t.grad_clip is not None and not t.grad_clip > 0:
         raise ConfigError("trainer.grad_clip", f"must be > 0 or null, got {t.grad_clip}")
+    e = cfg.eval
+    if e.knn_every < 0:
+        raise ConfigError("eval.knn_every", f"must be >= 0 (0: no online probe), got {e.knn_every}")
+    for key, val, low in (("eval.knn_k", e.knn_k, 1), ("eval.knn_max_cases", e.knn_max_cases, 4), ("eval.probe_chunk", e.probe_chunk, 1)):
+        if val < low:
+            raise ConfigError(key, f"must be >= {low}, got {val}")
+    if not 0.0 < e.probe_share <= 1.0:
+        raise ConfigError("eval.probe_share", f"must lie in (0, 1], got {e.probe_share}")
 
 
 def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any = None, resume: Optional[bool] = None) -> Dict[str, Any]:
@@ -116,6 +134,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
 
     # -- resume ------------------------------------------------------------------------
     start_step, samples_seen, elapsed_before, bad = 0, 0, 0.0, 0
+    probe_before, probes_before = 0.0, 0  # seconds and count of online probes before a resume
     resuming = resume is not False and last.is_file()
     if resuming:
         state = load_state(last)
@@ -128,26 +147,48 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         set_rng_state(state["rng"])
         start_step, samples_seen = int(state["step"]), int(state["samples_seen"])
         elapsed_before, bad = float(state["elapsed_s"]), int(state["bad_steps"])
+        probe_before, probes_before = float(state.get("probe_s", 0.0)), int(state.get("probes", 0))
         fabric.print(f"resuming {run_dir} at step {start_step}")
 
     G = cfg.data.batch_size
     sampler = StepBatchSampler(global_batch=G, world_size=world, rank=rank, accumulate=t.accumulate, start_step=start_step, max_steps=t.max_steps)
     dataset = StepDataset(source, method.view_generator(), seed=cfg.seed)
     loader = fabric.setup_dataloaders(build_loader(dataset, sampler, num_workers=cfg.data.num_workers, seed=cfg.seed), use_distributed_sampler=False)
-    probe_set = None
-    if cfg.eval.knn_every > 0 and fabric.is_global_zero:
-        probe_set = collect_probe_set(source, label_key=cfg.eval.knn_label, max_cases=cfg.eval.knn_max_cases)
-
     logger = None
     if fabric.is_global_zero:
         save_config(cfg, run_dir / "config.yaml")
-        logger = RunLogger(run_dir, start_step=start_step, max_steps=t.max_steps, tensorboard=t.tensorboard, progress_bar=t.progress_bar, resume=resuming)
+        logger = RunLogger(run_dir, start_step=start_step, max_steps=t.max_steps, tensorboard=t.tensorboard, progress_bar=t.progress_bar,
+                           resume=resuming, time_budget_s=t.time_budget_s, elapsed_s=elapsed_before)
+
+    # -- the online probe (rank 0; the other ranks wait for it in the next collective) ----
+    ev = cfg.eval
+    probe: Dict[str, Any] = {"on": ev.knn_every > 0 and logger is not None, "set": None, "s": 0.0, "count": 0,
+                             "last_s": 0.0, "last_step": None, "t_end": 0.0, "final": None}
+
+    def run_probe(step_tag: int) -> None:
+        if probe["set"] is None:  # collected once, on the first probe; counted in probe_s, not in the schedule
+            t_c = time.time()
+            from ..eval import knn as _  # noqa: F401  (medssl.eval imports MONAI: seconds, once)
+
+            probe["set"] = collect_probe_set(source, label_key=ev.knn_label, max_cases=ev.knn_max_cases)
+            probe["s"] += time.time() - t_c
+            if probe["set"] is None:
+                probe["on"] = False
+                warnings.warn(f"eval.knn_label={ev.knn_label!r}: fewer than 4 cases of the data source carry it; the online probe is off")
+                return
+        t_p = time.time()
+        row = knn_probe(method.encoder, probe["set"], k=ev.knn_k, chunk=ev.probe_chunk)
+        cost = time.time() - t_p
+        assert logger is not None
+        logger.log_eval({"step": step_tag, **row, "probe_s": cost})
+        probe.update(s=probe["s"] + cost, count=probe["count"] + 1, last_s=cost, last_step=step_tag, t_end=time.time(), final=row)
 
     def checkpoint(step_done: int) -> None:
         if fabric.is_global_zero:
             state = {
                 "format": FORMAT, "step": step_done, "samples_seen": samples_seen,
                 "elapsed_s": elapsed_before + time.time() - t0, "bad_steps": bad,
+                "probe_s": probe_before + probe["s"], "probes": probes_before + probe["count"],
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "precision": fabric.strategy.precision.state_dict(), "rng": rng_state(),
             }
@@ -162,6 +203,10 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     t0 = time.time()
     stop_reason, steps_done, last_loss = "max_steps", start_step, float("nan")
     for step in range(start_step, t.max_steps):
+        if probe["on"] and (probe["last_step"] is None or probe_due(
+                steps_since=step - probe["last_step"], train_s_since=time.time() - probe["t_end"],
+                last_probe_s=probe["last_s"], share=ev.probe_share, min_every=ev.knn_every)):
+            run_probe(step)
         t_step = time.time()
         _seed_step(cfg.seed, step, rank)
         sched = schedule_values(step, total_steps=t.max_steps, optim=cfg.optim, schedules=cfg.schedules)
@@ -211,12 +256,14 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         if bad >= t.max_bad_steps:
             if logger is not None:
                 logger.close()
+                write_curves(run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
             raise DivergedError(f"{run_dir}: the loss was NaN/Inf for {bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {last}")
         done = steps_done = step + 1
-        if probe_set is not None and done % cfg.eval.knn_every == 0 and logger is not None:
-            logger.log_eval({"step": step, **knn_probe(method.encoder, probe_set, k=cfg.eval.knn_k)})
-            model.train()
-        over_budget = t.time_budget_s is not None and elapsed_before + time.time() - t0 >= t.time_budget_s
+        elapsed = elapsed_before + time.time() - t0
+        if logger is not None:
+            logger.progress(done, elapsed, loss=last_loss, lr=sched["lr"])
+        reserve = probe["last_s"] if probe["on"] else 0.0  # room for the final probe
+        over_budget = t.time_budget_s is not None and elapsed + reserve >= t.time_budget_s
         over_budget = bool(fabric.broadcast(over_budget, src=0))
         if bad == 0 and (done % t.checkpoint_every == 0 or done == t.max_steps or over_budget):
             checkpoint(done)
@@ -224,19 +271,27 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
             stop_reason = "time_budget"
             break
 
+    if probe["on"] and probe["last_step"] != steps_done:
+        run_probe(steps_done)  # the trained encoder
     wall = elapsed_before + time.time() - t0
+    probe_s = probe_before + probe["s"]
     summary = {
         "steps_done": steps_done, "max_steps": t.max_steps, "stop_reason": stop_reason,
         "samples_seen": samples_seen, "global_batch": G, "world_size": world,
         "parameters": n_params, "wall_clock_s": wall, "final_loss": last_loss,
-        "precision": t.precision,
+        "precision": t.precision, "probe_s": probe_s, "probe_share": probe_s / wall if wall > 0 else 0.0,
+        "probes": probes_before + probe["count"],
     }
+    if probe["final"] is not None:
+        summary["probe_label"] = ev.knn_label
+        summary.update({f"final_{k}": v for k, v in probe["final"].items()})
     if fabric.is_global_zero:
         assert logger is not None
         logger.close()
         from ..checkpoint import save_release
 
         save_release(run_dir / "checkpoints" / "final.safetensors", method, config_to_dict(cfg), data_meta(source))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+        write_curves(run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
     fabric.barrier()
     return summary
