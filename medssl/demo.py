@@ -135,9 +135,13 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
         f"{', '.join(map(str, s.seeds))}; total wall-clock {wall / 60:.1f} min.",
         "Each method is compared with a random initialisation of the same backbone, trained the same way.",
         "",
-        "| method | model | data | task | protocol | target | metric | mean | sd |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Delta: the paired difference from the random-init twin (or, for an ablation, the full method) on the "
+        "same test patients and seeds, with its 95 % bootstrap CI over test patients; verdict from the CI.",
+        "",
+        "| method | model | data | task | protocol | target | metric | mean ± sd | delta [95 % CI] | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    from .eval.tables import fmt_delta
     from .eval.tasks import primary_metric
 
     def fmt(v: Any) -> str:
@@ -145,11 +149,14 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
 
     for r in rows:
         metric = primary_metric(str(r.get("task", "")))
-        lines.append(f"| {r['stage']} | {r.get('model', '')} | {r.get('data', '')} | {r.get('task', '')} | {r.get('protocol', '')} | "
-                     f"{r.get('target', '')} | {metric} | {fmt(r.get(metric + '_mean'))} | "
-                     f"{fmt(r.get(metric + '_sd'))} |")
+        d = fmt_delta(r)
+        ci, verdict = (d.rsplit("]", 1)[0] + "]", r.get("verdict", "")) if d else ("", "")
+        flag = " ⚠ one class" if (r.get("one_class_mean") or 0) > 0 else ""
+        lines.append(f"| {r['stage']} | {r.get('model', '')}{flag} | {r.get('data', '')} | {r.get('task', '')} | "
+                     f"{r.get('protocol', '')} | {r.get('target', '')} | {metric} | {fmt(r.get(metric + '_mean'))} ± "
+                     f"{fmt(r.get(metric + '_sd'))} | {ci} | {verdict} |")
     for name, why in failures.items():
-        lines.append(f"| {name} | failed | | | | | {why} | | |")
+        lines.append(f"| {name} | failed | | | | | {why} | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -264,5 +271,10 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print,
     wall = time.time() - t0
     table = _table(rows, failures, s, wall)
     (s.out / "results.md").write_text(table)
+    if any(r.get("verdict") for r in rows):
+        from .eval.tables import forest_plot
+
+        named = [dict(r, model=f"{r['stage']}: {r['model']}") for r in rows]
+        log(f"  forest plot of the deltas: {forest_plot(named, s.out / 'forest.png')}")
     (s.out / "results.json").write_text(json.dumps({"rows": rows, "failures": failures}, indent=1, default=str))
     return {"rows": rows, "failures": failures, "table": table}

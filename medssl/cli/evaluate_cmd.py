@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         checkpoint: List[str] = typer.Option(..., "--checkpoint", help="release checkpoint (.safetensors) or random:<backbone>; repeatable"),
-        task: List[str] = typer.Option(..., "--task", help="segmentation | classification | regression | survival | retrieval | label_efficiency; repeatable"),
+        task: List[str] = typer.Option(..., "--task", help="segmentation | classification | regression | survival | label_efficiency | a method task (medssl list); repeatable"),
         data: Path = typer.Option(..., "--data", help="manifest.jsonl of the evaluation cohort"),
         out: Path = typer.Option(..., "--out", help="folder for results.csv, results.md and plots"),
         cache: Optional[Path] = typer.Option(None, "--cache", help="preprocessed cache of the manifest (default: preprocess into OUT/cache)"),

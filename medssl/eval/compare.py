@@ -72,6 +72,48 @@ def describe_inputs(models: Sequence[ModelSpec], data: EvalData) -> str:
     return "; ".join(parts)
 
 
+def _twin_key(m: ModelSpec) -> tuple:
+    """What a random-init twin must share with a checkpoint: backbone, arguments, patch, dims, inputs."""
+    import json
+
+    return (m.backbone_name, json.dumps(m.backbone_kwargs, sort_keys=True, default=str), tuple(m.patch_size),
+            int(m.spatial_dims), json.dumps(m.normalisation, sort_keys=True, default=str))
+
+
+def with_twins(models: List[ModelSpec], *, add_random_baseline: bool = True) -> tuple:
+    """``(models, twins)``: every pretrained model gets a random-init twin of its own backbone and settings.
+
+    A random-init model already in ``models`` with the same backbone,
+    arguments, patch size, dims and normalisation is reused; otherwise one is
+    added (``random init``, or ``random init (<model>)`` when several are
+    needed). A model named ``<full>-<ablation>`` next to a model named
+    ``<full>`` is compared with the full method instead.
+    """
+    names = {m.name for m in models}
+    partner: Dict[str, Any] = {}  # model name -> twin ModelSpec or full-method name
+    randoms = [m for m in models if not m.pretrained]
+    added: List[ModelSpec] = []
+    owners: Dict[int, str] = {}
+    for m in [m for m in models if m.pretrained]:
+        full = m.name.split("-")[0]
+        if "-" in m.name and full in names and full != m.name:
+            partner[m.name] = full
+            continue
+        match = next((r for r in randoms + added if _twin_key(r) == _twin_key(m)), None)
+        if match is None:
+            if not add_random_baseline:
+                continue
+            match = baseline_for(m)
+            added.append(match)
+            owners[id(match)] = m.name
+        partner[m.name] = match
+    taken = {r.name for r in randoms}
+    for a in added:
+        a.name = "random init" if len(added) == 1 and "random init" not in taken else f"random init ({owners[id(a)]})"
+    twins = {k: (v if isinstance(v, str) else v.name) for k, v in partner.items()}
+    return models + added, twins
+
+
 def evaluate_models(
     models: Sequence[ModelSpec],
     tasks: Sequence[str],
@@ -87,9 +129,7 @@ def evaluate_models(
         raise ValueError("models: nothing to evaluate")
     for t in tasks:
         TASKS.get(t)  # unknown task -> ConfigError naming it
-    models = list(models)
-    if add_random_baseline and all(m.pretrained for m in models):
-        models.append(baseline_for(models[0]))
+    models, twins = with_twins(list(models), add_random_baseline=add_random_baseline)
     models = [fit_to_data(m, data) for m in models]
     for m in models:
         check_fits(m, data)
@@ -111,8 +151,10 @@ def evaluate_models(
         "machine": f"{platform.node() or 'unknown'}, {platform.machine()}, {settings.device}",
         "wall-clock": f"{wall:.1f} s",
     }
+    if twins:
+        header["paired comparisons"] = "; ".join(f"{a} vs {b}" for a, b in twins.items())
     primary = {r["task"]: primary_metric(r["task"]) for r in rows}
-    result = write_results(rows, out, header=header, primary=primary)
+    result = write_results(rows, out, header=header, primary=primary, twins=twins, n_boot=max(200, settings.n_boot))
     result["rows"] = rows
     return result
 

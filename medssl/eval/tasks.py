@@ -29,10 +29,10 @@ from .features import extract_features, prepare
 from .knn import KNNClassifier, knn_regress
 from .linear_probe import LinearProbeClassifier, RidgeProbe
 from .metrics import classification_report
+from .paired import CASES_KEY
 from .models import ModelSpec
 from .regression import regression_report
-from .retrieval import bidirectional_recall
-from .segmentation import SegFinetuneConfig, evaluate_segmentation, finetune_segmentation
+from .segmentation import SegFinetuneConfig, evaluate_segmentation, finetune_patch_size, finetune_segmentation
 from .splits import label_subset, train_test_split
 from .survival import CoxProbe, concordance_index
 
@@ -107,6 +107,12 @@ class _Features:
         return np.stack([self._cache[key][i] for i in ids])
 
 
+def cases(ids: Sequence[str], metric: str, kind: str, **arrays: Any) -> Dict[str, Any]:
+    """The per-test-patient payload of a row (see :mod:`medssl.eval.paired`)."""
+    return {"ids": [str(i) for i in ids], "metric": metric, "kind": kind,
+            "arrays": {k: np.asarray(v) for k, v in arrays.items()}}
+
+
 def _row(model: ModelSpec, task: str, protocol: str, target: str, frac: float, n_lab: int, seed: int, **metrics) -> Row:
     return {"model": model.name, "task": task, "protocol": protocol, "target": target, "label_fraction": frac,
             "n_labelled": n_lab, "seed": seed, **metrics}
@@ -138,8 +144,16 @@ def _classification(model: ModelSpec, data: EvalData, s: EvalSettings, fractions
                 results["finetune"] = predict_proba(net, torch.stack([inputs[i] for i in te]), device=s.device)
             for protocol, proba in results.items():
                 m = classification_report(yte, proba, n_boot=s.n_boot, seed=seed)  # [N, 2]: binary AUC/AP
-                rows.append(_row(model, "classification", protocol, target, frac, len(sub), seed, **m))
+                m.update(prediction_flags(proba))
+                rows.append(_row(model, "classification", protocol, target, frac, len(sub), seed, **m,
+                                 **{CASES_KEY: cases(te, "auc", "auc", y=yte, proba=proba)}))
     return rows
+
+
+def prediction_flags(proba: np.ndarray) -> Dict[str, Any]:
+    """``one_class``: 1.0 when every test prediction is the same class (a degenerate probe), else 0.0."""
+    pred = np.asarray(proba).argmax(axis=1)
+    return {"one_class": float(len(np.unique(pred)) == 1)}
 
 
 def _regression(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequence[float]) -> List[Row]:
@@ -157,7 +171,8 @@ def _regression(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Se
                      "knn": knn_regress(ftr[sub], ytr[sub], fte, k=min(s.knn_k, len(sub)),
                                         temperature=s.knn_temperature).numpy()}
             for protocol, p in preds.items():
-                rows.append(_row(model, "regression", protocol, target, frac, len(sub), seed, **regression_report(yte, p)))
+                rows.append(_row(model, "regression", protocol, target, frac, len(sub), seed, **regression_report(yte, p),
+                                 **{CASES_KEY: cases(te, "r2", "r2", y=yte, pred=p)}))
     return rows
 
 
@@ -172,12 +187,15 @@ def _survival(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequ
         ftr, fte = feats(seed, tr), feats(seed, te)
         for frac in fractions:
             sub = label_subset(len(tr), frac, seed, labels=e_tr, min_labels=4)
+            extra: Dict[str, Any] = {}
             if e_tr[sub].sum() == 0:
                 c = float("nan")  # no event among the labelled cases: no Cox fit
             else:
                 probe = CoxProbe(n_components=s.survival_components, penalizer=s.survival_penalizer)
-                c = concordance_index(t_te, probe.fit(ftr[sub], t_tr[sub], e_tr[sub]).risk(fte), e_te)
-            rows.append(_row(model, "survival", "cox", target, frac, len(sub), seed, c_index=c))
+                risk = probe.fit(ftr[sub], t_tr[sub], e_tr[sub]).risk(fte)
+                c = concordance_index(t_te, risk, e_te)
+                extra[CASES_KEY] = cases(te, "c_index", "c_index", time=t_te, event=e_te, risk=risk)
+            rows.append(_row(model, "survival", "cox", target, frac, len(sub), seed, c_index=c, **extra))
     return rows
 
 
@@ -191,17 +209,21 @@ def _segmentation(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: 
     n_cls = int(max(int(v.max()) for v in labels.values())) + 1
     names = data.label_names if data.label_names and len(data.label_names) == n_cls - 1 else None
     rows: List[Row] = []
+    patch = finetune_patch_size(model.encoder(0, data), [labels[i].shape for i in tr], model.patch_size, s.seg)
     for seed in s.seeds:
         for frac in fractions:
             sub = label_subset(len(tr), frac, seed, min_labels=1)
             ids = [tr[j] for j in sub]
             net = finetune_segmentation(model.encoder(seed, data), [data.image(i) for i in ids], [labels[i] for i in ids],
-                                        num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
+                                        num_classes=n_cls, patch_size=patch, config=s.seg, seed=seed,
                                         device=s.device)
+            per: Dict[str, np.ndarray] = {}
             m = evaluate_segmentation(net, [data.image(i) for i in te], [labels[i] for i in te], num_classes=n_cls,
-                                      patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
-                                      class_names=names, overlap=s.seg.overlap, device=s.device)
-            rows.append(_row(model, "segmentation", "finetune", "label", frac, len(sub), seed, **m))
+                                      patch_size=patch, spacings=[data.spacing.get(i) for i in te],
+                                      class_names=names, overlap=s.seg.overlap, device=s.device, per_case=per)
+            rows.append(_row(model, "segmentation", "finetune", "label", frac, len(sub), seed, **m,
+                             patch="x".join(str(v) for v in patch),
+                             **{CASES_KEY: cases(te, "mean_dice", "mean", score=per["mean_dice"])}))
     return rows
 
 
@@ -248,21 +270,3 @@ def sweep_name(task: str) -> str:
 def primary_metric(task: str) -> str:
     """The headline metric of a task (or of a sweep's task)."""
     return PRIMARY_METRIC.get(task.split("label_efficiency-")[-1], "")
-
-
-@register_task("retrieval", help="volume <-> report recall@1/5/10 (needs a text embedding of the reports)", primary_metric="a2b_R@1")
-def retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Row]:
-    if s.text_embed is None:
-        raise ConfigError("task", "retrieval needs an image-text model: this checkpoint has no text encoder "
-                                  "(from Python, pass EvalSettings(text_embed=...))")
-    _, te = split(data, s)
-    te = [i for i in te if i in data.reports]
-    if len(te) < 2:
-        raise DataError(data.source, "retrieval needs reports ('report' or 'report_text') for the test cases")
-    feats = _Features(model, data, s)
-    text = np.asarray(s.text_embed([data.reports[i] for i in te]))
-    rows = []
-    for seed in s.seeds:
-        m = bidirectional_recall(feats(seed, te), text)
-        rows.append(_row(model, "retrieval", "zero-shot", "report", 1.0, 0, seed, **m))
-    return rows

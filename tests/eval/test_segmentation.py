@@ -41,9 +41,46 @@ def test_decoder_shapes_for_any_stride(tiny_encoder):
 
 def test_finetune_beats_chance(tiny_encoder, toy_volumes):
     imgs, labs = [v[0] for v in toy_volumes], [v[1] for v in toy_volumes]
-    cfg = SegFinetuneConfig(steps=60, batch_size=2, lr=3e-3)
+    cfg = SegFinetuneConfig(steps=60, batch_size=2, lr=3e-3, encoder_lr_scale=1.0, warmup_steps=5)
     model = finetune_segmentation(tiny_encoder, imgs[:6], labs[:6], num_classes=3, patch_size=(16, 16, 16), config=cfg)
     res = evaluate_segmentation(model, imgs[6:], labs[6:], num_classes=3, patch_size=(16, 16, 16), class_names=["sphere", "box"])
     # chance: a random label per voxel gives Dice ~ 2 p / (p + 1/3) for a class of volume share p (< 0.1 here)
     assert res["mean_dice"] > 0.6, res
     assert set(res) >= {"dice_sphere", "dice_box", "hd95_sphere", "mean_hd95"}
+
+
+@pytest.mark.parametrize("spacing", [None, (2.0, 1.0, 0.5)])
+def test_hd95_of_a_missed_class_is_the_image_diagonal(spacing):
+    gt = np.zeros((10, 12, 14), np.uint8)
+    gt[2:6, 2:6, 2:6] = 1
+    gt[7:9, 7:9, 7:9] = 2
+    pred = np.where(gt == 1, 1, 0).astype(np.uint8)  # class 2 missed entirely
+    m = dice_hd95(pred, gt, num_classes=3, spacing=spacing)
+    sp = np.array(spacing or (1.0, 1.0, 1.0))
+    assert m["hd95"][1] == pytest.approx(float(np.sqrt(np.sum((np.array(gt.shape) * sp) ** 2))))
+    assert m["dice"][1] == 0.0
+    # a model that misses the class never scores a better mean HD95 than one that finds it roughly
+    rough = pred.copy()
+    rough[6:9, 7:10, 7:9] = 2
+    assert dice_hd95(rough, gt, num_classes=3, spacing=spacing)["hd95"][1] < m["hd95"][1]
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = SegFinetuneConfig(steps=100, warmup_steps=10)
+    f = [cfg.lr_factor(t) for t in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:])) and f[-1] < 0.05
+
+
+def test_augmentation_keeps_labels_with_their_voxels():
+    from medssl.eval.segmentation import augment_batch
+
+    rng = np.random.default_rng(0)
+    x = torch.rand(4, 1, 8, 8, 8)
+    y = (x > 0.5).long()
+    xa, ya = augment_batch(x, y, rng)
+    # no left-right (last axis) flip: the labelled voxels stay in their columns along X
+    assert torch.equal(y.sum(dim=(1, 2, 3)), ya.sum(dim=(1, 2, 3)))
+    # intensities move by a few percent only: the thresholded map is nearly preserved where it was not flipped
+    agree = ((xa > 0.5).long() == ya).float().mean()
+    assert agree > 0.9
