@@ -85,7 +85,7 @@ def with_twins(models: List[ModelSpec], *, add_random_baseline: bool = True) -> 
 
     A random-init model already in ``models`` with the same backbone,
     arguments, patch size, dims and normalisation is reused; otherwise one is
-    added (``random init``, or ``random init (<model>)`` when several are
+    added (``random-init``, or ``random-init (<model>)`` when several are
     needed). A model named ``<full>-<ablation>`` next to a model named
     ``<full>`` is compared with the full method instead.
     """
@@ -109,7 +109,7 @@ def with_twins(models: List[ModelSpec], *, add_random_baseline: bool = True) -> 
         partner[m.name] = match
     taken = {r.name for r in randoms}
     for a in added:
-        a.name = "random init" if len(added) == 1 and "random init" not in taken else f"random init ({owners[id(a)]})"
+        a.name = "random-init" if len(added) == 1 and "random-init" not in taken else f"random-init ({owners[id(a)]})"
     twins = {k: (v if isinstance(v, str) else v.name) for k, v in partner.items()}
     return models + added, twins
 
