@@ -52,7 +52,7 @@ FROZEN = {"finetune_classification": False}
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 
 STAGES: List[Stage] = [
-    Stage("simclr", "simclr_tiny", (Eval(("segmentation",), None, 3, {"seg_steps": 20}), SEVERITY)),
+    Stage("simclr", "simclr_tiny", (Eval(("segmentation",), None, 3, {"seg_steps": 60, "seg_overlap": 0.0}), SEVERITY)),
     Stage("unimiss_plus", "unimiss_plus_tiny", (SEVERITY, Eval(("classification",), "consolidation", 2, FROZEN))),
     Stage("drasclr", "drasclr_tiny", (Eval(("patient_classification",), "severity"),)),
     Stage("iicc", "iicc_tiny", (SEVERITY,)),
