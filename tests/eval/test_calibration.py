@@ -14,7 +14,7 @@ from medssl.eval.data import load_eval_data
 from medssl.eval.models import random_init
 from medssl.eval.tasks import EvalSettings, segmentation_task
 
-LUNG_DICE = 0.85
+LUNG_DICE = 0.80  # measured 0.85 at 200 steps on this tiny cohort; a frozen fine-tune stays below 0.5
 
 
 @pytest.fixture(scope="module")
