@@ -141,7 +141,7 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
         "| method | model | data | task | protocol | target | metric | mean ± sd | delta [95 % CI] | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    from .eval.tables import fmt_delta
+    from .eval.tables import fmt_ci, one_class_flag
     from .eval.tasks import primary_metric
 
     def fmt(v: Any) -> str:
@@ -149,12 +149,10 @@ def _table(rows: List[Dict[str, Any]], failures: Dict[str, str], s: DemoSettings
 
     for r in rows:
         metric = primary_metric(str(r.get("task", "")))
-        d = fmt_delta(r)
-        ci, verdict = (d.rsplit("]", 1)[0] + "]", r.get("verdict", "")) if d else ("", "")
-        flag = " ⚠ one class" if (r.get("one_class_mean") or 0) > 0 else ""
-        lines.append(f"| {r['stage']} | {r.get('model', '')}{flag} | {r.get('data', '')} | {r.get('task', '')} | "
+        ci = fmt_ci(r)
+        lines.append(f"| {r['stage']} | {r.get('model', '')}{one_class_flag(r)} | {r.get('data', '')} | {r.get('task', '')} | "
                      f"{r.get('protocol', '')} | {r.get('target', '')} | {metric} | {fmt(r.get(metric + '_mean'))} ± "
-                     f"{fmt(r.get(metric + '_sd'))} | {ci} | {verdict} |")
+                     f"{fmt(r.get(metric + '_sd'))} | {ci} | {r.get('verdict', '') if ci else ''} |")
     for name, why in failures.items():
         lines.append(f"| {name} | failed | | | | | {why} | | | |")
     return "\n".join(lines) + "\n"

@@ -96,7 +96,7 @@ def with_twins(models: List[ModelSpec], *, add_random_baseline: bool = True) -> 
     owners: Dict[int, str] = {}
     for m in [m for m in models if m.pretrained]:
         full = m.name.split("-")[0]
-        if "-" in m.name and full in names and full != m.name:
+        if "-" in m.name and full in names:
             partner[m.name] = full
             continue
         match = next((r for r in randoms + added if _twin_key(r) == _twin_key(m)), None)

@@ -39,7 +39,6 @@ from .survival import concordance_index
 CASES_KEY = "_cases"
 #: Metrics where a smaller value is better (HD95 in mm, errors).
 LOWER_IS_BETTER = ("hd95", "mae", "mse", "rmse", "loss")
-VERDICTS = ("helps", "hurts", "no detectable difference")
 
 
 def lower_is_better(metric: str) -> bool:

@@ -28,18 +28,29 @@ from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetResBlock
 from torch import nn
 
 
-def _first_stride(encoder: nn.Module, dims: int, in_ch: int, size: int = 32) -> int:
-    """Stride of the encoder's shallowest map, from one small no-grad pass (2 when the pass fails)."""
+def probe_intermediates(encoder: nn.Module, spatial: Sequence[int]) -> List[torch.Tensor]:
+    """``encoder.forward_intermediates`` of one zero input ``[1, C_in, *spatial]``, no grad, in eval mode.
+
+    The encoder's mode is restored afterwards; an encoder that cannot run the
+    shape raises as it would in training.
+    """
+    in_ch = int(getattr(encoder, "in_channels", 1))
     was = encoder.training
     try:
         encoder.eval()
         with torch.no_grad():
-            f0 = encoder.forward_intermediates(torch.zeros((1, in_ch) + (size,) * dims))[0]
-        return max(1, int(round(size / float(f0.shape[2]))))
-    except Exception:
-        return 2
+            return encoder.forward_intermediates(torch.zeros((1, in_ch) + tuple(int(v) for v in spatial)))
     finally:
         encoder.train(was)
+
+
+def _first_stride(encoder: nn.Module, dims: int, size: int = 32) -> int:
+    """Stride of the encoder's shallowest map, from one small probe pass (2 when the pass fails)."""
+    try:
+        f0 = probe_intermediates(encoder, (size,) * dims)[0]
+    except Exception:
+        return 2
+    return max(1, int(round(size / float(f0.shape[2]))))
 
 
 class SegmentationModel(nn.Module):
@@ -77,7 +88,7 @@ class SegmentationModel(nn.Module):
             decoder_channels = [max(24, c // 2) for c in reversed(skips)]
         if len(decoder_channels) != len(skips):
             raise ValueError(f"decoder_channels: expected {len(skips)} values, got {len(decoder_channels)}")
-        self.stem_stride = 2 if _first_stride(encoder, dims, in_ch) >= 2 else 1
+        self.stem_stride = 2 if _first_stride(encoder, dims) >= 2 else 1
         self.stem = UnetBasicBlock(dims, in_ch, stem_channels, kernel_size=3, stride=self.stem_stride, norm_name=norm)
         blocks: List[nn.Module] = []
         running = enc_ch[-1]

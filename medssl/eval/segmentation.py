@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .seg_model import SegmentationModel
+from .seg_model import SegmentationModel, probe_intermediates
 
 
 @dataclass
@@ -95,11 +95,7 @@ def finetune_patch_size(encoder: nn.Module, shapes: Sequence[Sequence[int]], bas
     if patch == base:
         return base
     try:
-        was = encoder.training
-        encoder.eval()
-        with torch.no_grad():
-            encoder.forward_intermediates(torch.zeros((1, int(getattr(encoder, "in_channels", 1))) + patch))
-        encoder.train(was)
+        probe_intermediates(encoder, patch)
     except Exception as exc:  # fixed-grid encoders
         warnings.warn(f"segmentation: the encoder cannot run a {list(patch)} patch ({type(exc).__name__}); "
                       f"fine-tuning on its own {list(base)}")

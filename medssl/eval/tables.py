@@ -96,17 +96,24 @@ def column_name(s: Mapping[str, Any]) -> str:
     return " / ".join(parts) + f" @ {s['label_fraction']:.0%}"
 
 
-def fmt_delta(s: Mapping[str, Any]) -> str:
-    """``+0.052 [+0.011, +0.093] helps``, or '' for a row without a paired comparison."""
+def fmt_ci(s: Mapping[str, Any]) -> str:
+    """``+0.052 [+0.011, +0.093]``, or '' for a row without a paired comparison."""
     d = s.get("delta_vs_random")
     if d is None or not isinstance(d, float) or math.isnan(d):
         return ""
     lo, hi = s.get("delta_lo", float("nan")), s.get("delta_hi", float("nan"))
     ci = "[n/a]" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
-    return f"{d:+.3f} {ci} {s.get('verdict', '')}"
+    return f"{d:+.3f} {ci}"
 
 
-def _flag(s: Mapping[str, Any]) -> str:
+def fmt_delta(s: Mapping[str, Any]) -> str:
+    """``+0.052 [+0.011, +0.093] helps``, or '' for a row without a paired comparison."""
+    ci = fmt_ci(s)
+    return f"{ci} {s.get('verdict', '')}" if ci else ""
+
+
+def one_class_flag(s: Mapping[str, Any]) -> str:
+    """`` ⚠ one class`` for a summary row whose probe predicted one class for every test case in some seed."""
     share = s.get("one_class_mean")
     return " ⚠ one class" if isinstance(share, float) and share > 0 else ""
 
@@ -125,7 +132,7 @@ def wide_table(summary: Sequence[Mapping[str, Any]], primary: Mapping[str, str])
         v = s.get(f"{metric}_mean", float("nan"))
         txt = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
         d = fmt_delta(s)
-        cell[(str(s["model"]), column_name(s))] = txt + (f" ({d})" if d else "") + _flag(s)
+        cell[(str(s["model"]), column_name(s))] = txt + (f" ({d})" if d else "") + one_class_flag(s)
     metrics = {c: primary.get(next(s["task"] for s in summary if column_name(s) == c), "") for c in cols}
     lines = ["## Overview", "",
              "Headline metric per task (mean over seeds); in brackets the paired delta against the row named in "
@@ -153,10 +160,11 @@ def markdown(summary: Sequence[Mapping[str, Any]], header: Mapping[str, Any], me
         lines += [f"## {task}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for s in rs:
             lab = f"{s['label_fraction']:.0%} ({s['n_labelled']})"
-            cells = [str(s["model"]) + _flag(s), str(s["protocol"]), str(s["target"]), lab, str(s["n_seeds"])]
+            cells = [str(s["model"]) + one_class_flag(s), str(s["protocol"]), str(s["target"]), lab, str(s["n_seeds"])]
             cells += [_fmt(s.get(f"{m}_mean", float("nan")), s.get(f"{m}_sd", float("nan"))) for m in ms]
             if paired:
-                cells.append(fmt_delta(s) + (f" vs {s['compared_with']}" if fmt_delta(s) else ""))
+                d = fmt_delta(s)
+                cells.append(f"{d} vs {s['compared_with']}" if d else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
