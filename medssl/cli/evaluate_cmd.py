@@ -40,8 +40,8 @@ def register(app: typer.Typer) -> None:
         target: Optional[str] = typer.Option(None, "--target", help="manifest meta key to predict (default per task: severity, emphysema_pct, survival_time)"),
         sweep_task: str = typer.Option("classification", "--sweep-task", help="task the label-efficiency sweep runs"),
         fractions: str = typer.Option("0.05,0.1,0.25,0.5,1.0", "--fractions", help="label fractions of the sweep"),
-        seg_steps: int = typer.Option(200, "--seg-steps", help="segmentation fine-tuning steps"),
-        cls_steps: int = typer.Option(100, "--cls-steps", help="classification fine-tuning steps"),
+        seg_steps: Optional[int] = typer.Option(None, "--seg-steps", help="segmentation fine-tuning steps (default: the harness's calibrated 400)"),
+        cls_steps: Optional[int] = typer.Option(None, "--cls-steps", help="classification fine-tuning steps (default: 100)"),
         no_finetune: bool = typer.Option(False, "--no-finetune", help="classification: frozen probes only"),
         patch_size: Optional[str] = typer.Option(None, "--patch-size", help="override the checkpoint's patch size, e.g. 32,32,32"),
         feature_mode: str = typer.Option("resize", "--feature-mode", help="frozen features: resize | crop | sliding"),
@@ -71,15 +71,19 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--feature-mode", f"expected one of {', '.join(FEATURE_MODES)}, got {feature_mode!r}")
         if split_rule not in SPLIT_RULES:
             raise ConfigError("--split-rule", f"expected one of {', '.join(SPLIT_RULES)}, got {split_rule!r}")
-        if seg_steps < 0 or cls_steps < 0:
-            raise ConfigError("--seg-steps" if seg_steps < 0 else "--cls-steps", "must be >= 0")
+        for flag, val in (("--seg-steps", seg_steps), ("--cls-steps", cls_steps)):
+            if val is not None and val < 0:
+                raise ConfigError(flag, "must be >= 0")
         ps = parse_numbers(patch_size, "--patch-size", int) if patch_size else None
         s = EvalSettings(
             seeds=tuple(parse_numbers(seeds, "--seeds", int)), label_fraction=label_fraction, fractions=tuple(fr),
             target=target, sweep_task=sweep_task, split_rule=split_rule, feature_mode=feature_mode,
             finetune_classification=not no_finetune, device=device,
         )
-        s.seg.steps, s.cls.steps = seg_steps, cls_steps
+        if seg_steps is not None:
+            s.seg.steps = seg_steps
+        if cls_steps is not None:
+            s.cls.steps = cls_steps
         models = [resolve(c, patch_size=ps) for c in checkpoint]
         names = [m.name for m in models]
         for j, m in enumerate(models):  # two checkpoints of one method: keep rows apart

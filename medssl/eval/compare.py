@@ -177,8 +177,10 @@ def compare(
 
     ``checkpoints``: ``{name: path}``; a ``None`` path (or ``"random:<backbone>"``)
     is the random initialisation of the first checkpoint's backbone. ``budget``
-    overrides fine-tuning steps: ``{"seg_steps": 100, "cls_steps": 50,
-    "finetune_classification": False}``. ``spatial_dims``: evaluate on X-rays
+    overrides fine-tuning settings (``seg_<field>`` of
+    :class:`~medssl.eval.segmentation.SegFinetuneConfig`, ``cls_<field>`` of
+    the classification config) and other :class:`EvalSettings` fields:
+    ``{"seg_steps": 100, "cls_steps": 50, "finetune_classification": False}``. ``spatial_dims``: evaluate on X-rays
     (2) or volumes (3) of the manifest; default the first checkpoint's dims,
     or the other kind when the manifest holds only that. A checkpoint whose
     backbone runs both (UniMiSS's MiT) is fed on the path of the data.
@@ -188,16 +190,15 @@ def compare(
     if target is not None:
         s.target = target
     for key, val in (budget or {}).items():
-        if key == "seg_steps":
-            s.seg.steps = int(val)
-        elif key == "seg_overlap":
-            s.seg.overlap = float(val)
-        elif key == "cls_steps":
-            s.cls.steps = int(val)
+        group, _, field_name = key.partition("_")
+        sub = {"seg": s.seg, "cls": s.cls}.get(group)
+        if sub is not None and hasattr(sub, field_name):  # seg_steps, seg_overlap, seg_max_patch_voxels, cls_steps, ...
+            setattr(sub, field_name, type(getattr(sub, field_name))(val))
         elif hasattr(s, key):
             setattr(s, key, val)
         else:
-            raise ConfigError(f"budget.{key}", "unknown budget key (seg_steps, seg_overlap, cls_steps or an EvalSettings field)")
+            raise ConfigError(f"budget.{key}", "unknown budget key (seg_<SegFinetuneConfig field>, cls_<ClsFinetuneConfig "
+                                               "field> or an EvalSettings field)")
     named = [(n, p) for n, p in checkpoints.items() if p is not None]
     models = [resolve(p, name=n) for n, p in named]
     if not models:
