@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
@@ -101,13 +102,15 @@ def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, p
             skipped.update({s["id"]: s for s in old.get("skipped", [])})
             return old
     per_case = []
-    for case, res in _run(case_fingerprint, cases, workers=workers, progress=progress, desc="fingerprint", kwargs={}):
-        if isinstance(res, DataError):
-            if not skip_bad:
-                raise res
-            skipped[str(case.id)] = _skip(case, res)
-        else:
-            per_case.append(res)
+    with closing(_run(case_fingerprint, cases, workers=workers, progress=progress, desc="fingerprint",
+                      kwargs={})) as results:
+        for case, res in results:
+            if isinstance(res, DataError):
+                if not skip_bad:
+                    raise res
+                skipped[str(case.id)] = _skip(case, res)
+            else:
+                per_case.append(res)
     order = {str(c.id): n for n, c in enumerate(cases)}
     fp = combine(sorted(per_case, key=lambda r: order[r["id"]]))
     fp["manifest_key"] = key
@@ -189,14 +192,15 @@ def preprocess_manifest(
         elif str(c.id) not in skipped:
             todo.append(c)
     remove_stale_tmp(cases_dir, [str(c.id) for c in todo])
-    for case, res in _run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
-                          kwargs={"plan": plan, "cases_dir": cases_dir}):
-        if isinstance(res, DataError):
-            if not skip_bad:
-                raise res
-            skipped[str(case.id)] = _skip(case, res)
-        else:
-            report.processed.append(str(case.id))
+    with closing(_run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
+                      kwargs={"plan": plan, "cases_dir": cases_dir})) as results:
+        for case, res in results:  # closing: an error stops the pool before it propagates
+            if isinstance(res, DataError):
+                if not skip_bad:
+                    raise res
+                skipped[str(case.id)] = _skip(case, res)
+            else:
+                report.processed.append(str(case.id))
     mine_ids = {str(c.id) for c in mine}
     report.skipped = [s for s in skipped.values() if s["id"] in mine_ids]
     _write_skipped(out, report.skipped, mine_ids)

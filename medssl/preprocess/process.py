@@ -10,9 +10,11 @@ renamed to ``cases/<id>`` only when complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,21 +64,69 @@ def is_finished(cases_dir: Path, case_id: str) -> bool:
     return (case_dir(cases_dir, case_id) / "meta.json").is_file()
 
 
+def _host_tag() -> str:
+    """A short tag of this machine, so that a cache on a shared disk tells its writers apart."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def tmp_name(case_id: str) -> str:
+    """``.tmp-<id>-<pid>-<host>.<random>``: the writer's pid and machine are part of the name."""
+    return f"{TMP_PREFIX}{case_id}-{os.getpid()}-{_host_tag()}.{uuid.uuid4().hex[:8]}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts as running)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _tmp_owner(name: str) -> Optional[Tuple[str, int, Optional[str]]]:
+    """``(case id, pid, host tag or None)`` of a temporary folder name, or ``None`` for other names."""
+    if not name.startswith(TMP_PREFIX):
+        return None
+    parts = name[len(TMP_PREFIX):].rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    host = parts[2].split(".", 1)[0] if "." in parts[2] else None  # older names had no host tag
+    return parts[0], int(parts[1]), host
+
+
 def remove_stale_tmp(cases_dir: Path, ids: List[str]) -> None:
-    """Remove temporary folders that an interrupted run left for ``ids``."""
+    """Remove temporary folders that an interrupted run left for ``ids``.
+
+    Only folders whose writer is gone are removed: one written by a process
+    that still runs on this machine (another ``preprocess`` on the same cache)
+    stays, and so does one written on another machine, whose processes cannot
+    be checked from here (it is hidden from readers and does no harm).
+    """
     if not Path(cases_dir).is_dir():
         return
     wanted = set(ids)
+    here = _host_tag()
     for p in Path(cases_dir).iterdir():
-        if p.name.startswith(TMP_PREFIX) and p.name[len(TMP_PREFIX):].rsplit("-", 2)[0] in wanted:
-            shutil.rmtree(p, ignore_errors=True)
+        owner = _tmp_owner(p.name)
+        if owner is None or owner[0] not in wanted:
+            continue
+        _, pid, host = owner
+        if host not in (None, here) or pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def write_case(cases_dir: Path, case_id: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any]) -> Path:
     """Write ``arrays`` (as ``NAME.npy``) and ``meta.json`` into ``cases/<id>`` atomically."""
     cases_dir = Path(cases_dir)
     cases_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cases_dir / f"{TMP_PREFIX}{case_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = cases_dir / tmp_name(case_id)
     final = case_dir(cases_dir, case_id)
     tmp.mkdir()
     try:
