@@ -21,7 +21,7 @@ from ..heads import ProjectionHead
 from ..losses import InfoNCELoss
 from ..losses import _dist
 from ..registry import METHODS
-from ..views import TwoViews, default_augment
+from ..views import TwoViews, augment_settings, default_augment
 from .base import Method, ViewGenerator
 
 
@@ -74,6 +74,7 @@ class MoCo(Method):
         momentum: float = 0.999,
         view_size: Optional[int | Sequence[int]] = None,
         crop_scale: Sequence[float] = (0.2, 1.0),
+        augment: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         if queue_size < 1:
@@ -91,6 +92,7 @@ class MoCo(Method):
         self._pending: List[torch.Tensor] = []
         self.view_size = default_view_size(backbone, view_size, "moco")
         self.crop_scale = tuple(crop_scale)
+        self.augment = augment_settings(augment)  # intensity strength of the views (default_augment's keys)
 
     def _apply(self, fn, *args, **kwargs):  # keep the queue on the module's device / dtype
         super()._apply(fn, *args, **kwargs)
@@ -133,4 +135,5 @@ class MoCo(Method):
         self.queue_ptr = int(state["queue_ptr"].reshape(-1)[0])
 
     def view_generator(self) -> ViewGenerator:
-        return TwoViews(default_augment(self.view_size, scale=self.crop_scale), self.encoder.spatial_dims)
+        return TwoViews(default_augment(self.view_size, scale=self.crop_scale, **self.augment),
+                        self.encoder.spatial_dims)

@@ -14,7 +14,7 @@ from torch import nn
 from ..heads import ProjectionHead
 from ..losses import NTXentLoss
 from ..registry import METHODS
-from ..views import TwoViews, default_augment
+from ..views import TwoViews, augment_settings, default_augment
 from .base import Method, ViewGenerator
 from .moco import default_view_size
 
@@ -32,6 +32,7 @@ class SimCLR(Method):
         gather_distributed: bool = True,
         view_size: Optional[int | Sequence[int]] = None,
         crop_scale: Sequence[float] = (0.3, 1.0),
+        augment: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.encoder = backbone
@@ -39,6 +40,7 @@ class SimCLR(Method):
         self.criterion = NTXentLoss(temperature, gather_distributed)
         self.view_size = default_view_size(backbone, view_size, "simclr")
         self.crop_scale = tuple(crop_scale)
+        self.augment = augment_settings(augment)  # intensity strength of the views (default_augment's keys)
 
     def training_step(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
         x = torch.cat([batch["view1"], batch["view2"]])  # [2B, C, *S]
@@ -48,4 +50,5 @@ class SimCLR(Method):
         return {"loss": loss}
 
     def view_generator(self) -> ViewGenerator:
-        return TwoViews(default_augment(self.view_size, scale=self.crop_scale), self.encoder.spatial_dims)
+        return TwoViews(default_augment(self.view_size, scale=self.crop_scale, **self.augment),
+                        self.encoder.spatial_dims)

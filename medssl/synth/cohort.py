@@ -31,7 +31,7 @@ from .survival import concordance_index, model_spec
 GENERATOR_NAME = "medssl.synth"
 CSV_COLUMNS = [
     "id", "split", "age", "sex", "pack_years", "emphysema_pct", "severity", "emphysema_pattern",
-    "emphysema_true_pct", "nodule_count", "nodule_max_mm", "consolidation", "consolidation_lobe",
+    "emphysema_true_pct", "nodule", "nodule_count", "nodule_max_mm", "consolidation", "consolidation_lobe",
     "effusion", "effusion_side", "lung_function", "survival_time", "event", "risk_score",
     "spacing_xy_mm", "slice_spacing_mm", "slice_thickness_mm", "noise_hu", "blur_vox",
 ]

@@ -63,6 +63,7 @@ def synth_patient(rng: np.random.Generator, preset: Union[str, Preset] = "defaul
         "severity": sev,
         "emphysema_pattern": fac["emphysema_pattern"],
         "emphysema_true_pct": round(true_pct, 3),
+        "nodule": int(bool(placed)),
         "nodule_count": len(placed),
         "nodule_max_mm": max((n["diameter_mm"] for n in placed), default=0.0),
         "consolidation": consolidation,

@@ -12,10 +12,16 @@ from typing import Any, Dict, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import Compose, RandomApply, Transform, check_range, sample_image
 from .intensity import BrightnessContrast, Gamma, GaussianBlur, GaussianNoise
 from .masking import block_mask
 from .spatial import RandomFlip, RandomResizedCrop
+
+
+#: Intensity settings of :func:`default_augment` a config may set (``method.augment``).
+AUGMENT_KEYS = ("p_flip", "p_jitter", "brightness", "contrast", "p_gamma", "gamma", "p_blur", "blur_sigma",
+                "p_noise", "noise_std")
 
 
 def default_augment(
@@ -26,20 +32,50 @@ def default_augment(
     p_gamma: float = 0.3,
     p_blur: float = 0.5,
     p_noise: float = 0.5,
+    brightness: float = 0.1,
+    contrast: float = 0.2,
+    gamma: Sequence[float] = (0.7, 1.5),
+    blur_sigma: Sequence[float] = (0.5, 1.5),
+    noise_std: Sequence[float] = (0.0, 0.05),
 ) -> Compose:
     """The contrastive augmentation chain for grey images, 2D or 3D.
 
     Random resized crop -> flips -> brightness/contrast -> gamma -> blur ->
     noise (the SimCLR recipe with colour jitter replaced by grey-level jitter).
+    Brightness, contrast and noise are in the units of the image: on a CT
+    cache scaled from [-1024, 3071] HU to [0, 1], 0.1 is about 410 HU, more
+    than the whole lung range, so a preset whose tasks read HU (emphysema is
+    the share of lung below -950 HU) sets them small.
     """
+    for name, p in (("p_flip", p_flip), ("p_jitter", p_jitter), ("p_gamma", p_gamma), ("p_blur", p_blur),
+                    ("p_noise", p_noise)):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"{name}: a probability in [0, 1], got {p}")
     return Compose([
         RandomResizedCrop(size, scale=scale),
         RandomFlip(p_flip),
-        RandomApply(BrightnessContrast(), p_jitter),
-        RandomApply(Gamma(), p_gamma),
-        RandomApply(GaussianBlur(), p_blur),
-        RandomApply(GaussianNoise(), p_noise),
+        RandomApply(BrightnessContrast(brightness, contrast), p_jitter),
+        RandomApply(Gamma(gamma), p_gamma),
+        RandomApply(GaussianBlur(blur_sigma), p_blur),
+        RandomApply(GaussianNoise(noise_std), p_noise),
     ])
+
+
+def augment_settings(augment: Mapping[str, Any] | None, key: str = "method.augment") -> Dict[str, Any]:
+    """Check a config's ``augment`` mapping against :data:`AUGMENT_KEYS`; returns a plain dict."""
+    if augment is None:
+        return {}
+    if not isinstance(augment, Mapping):
+        raise ConfigError(key, f"a mapping of {', '.join(AUGMENT_KEYS)}, got {type(augment).__name__}")
+    unknown = sorted(set(augment) - set(AUGMENT_KEYS))
+    if unknown:
+        raise ConfigError(key, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(AUGMENT_KEYS)})")
+    out = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in augment.items()}
+    try:
+        default_augment(8, **out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(key, str(exc)) from None
+    return out
 
 
 class TwoViews:

@@ -101,3 +101,31 @@ def test_masked_view_mask_fits_the_patch_grid():
 def test_bad_arguments_name_the_argument(build, word):
     with pytest.raises(ValueError, match=word):
         build()
+
+
+def test_augment_strength_bounds_the_intensity_change():
+    """``augment`` settings reach the chain: with HU-sized jitter a flat CT patch moves by at most the set amounts."""
+    from medssl.views import default_augment
+
+    img = torch.full((1, 12, 12, 12), 0.04)  # lung parenchyma, about -860 HU on the [-1024, 3071] -> [0, 1] scale
+    rng = np.random.default_rng(0)
+    strong = [default_augment(8, scale=(1.0, 1.0), p_blur=0.0)(img, rng) for _ in range(40)]
+    weak = [default_augment(8, scale=(1.0, 1.0), p_blur=0.0, brightness=0.005, contrast=0.05, p_gamma=0.0,
+                            noise_std=(0.0, 0.002))(img, rng) for _ in range(40)]
+    shift = lambda views: max(float((v.mean() - 0.04).abs()) for v in views)  # noqa: E731
+    assert shift(strong) > 0.05  # the default jitter moves a patch by more than the whole lung range
+    assert shift(weak) <= 0.005 + 1e-3
+    assert max(float(v.std()) for v in weak) <= 0.0025
+
+
+def test_augment_settings_name_the_bad_key():
+    from medssl.errors import ConfigError
+    from medssl.views import augment_settings
+
+    assert augment_settings({"noise_std": [0.0, 0.01]}) == {"noise_std": (0.0, 0.01)}
+    with pytest.raises(ConfigError, match="unknown key.*bright"):
+        augment_settings({"bright": 0.1})
+    with pytest.raises(ConfigError, match="p_noise"):
+        augment_settings({"p_noise": 1.5})
+    with pytest.raises(ConfigError, match="mapping"):
+        augment_settings([0.1])
