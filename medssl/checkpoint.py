@@ -32,7 +32,8 @@ from torch import nn
 from .errors import CheckpointError
 from .io.atomic import atomic_path
 
-__all__ = ["save_release", "load_release", "load_encoder", "export", "sidecar_path", "git_hash"]
+__all__ = ["save_release", "load_release", "load_encoder", "export", "sidecar_path", "git_hash",
+           "is_release_checkpoint", "check_release_outputs"]
 
 FORMAT = "medssl-release"
 FORMAT_VERSION = 1
@@ -41,6 +42,44 @@ FORMAT_VERSION = 1
 def sidecar_path(path: Union[str, Path]) -> Path:
     """``final.safetensors`` -> ``final.json``."""
     return Path(path).with_suffix(".json")
+
+
+def is_release_sidecar(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a release sidecar (a JSON file whose ``format`` is ``medssl-release``)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size > 64 * 2**20:
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def is_release_checkpoint(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is an existing release checkpoint (a .safetensors file whose sidecar says so)
+    or a release sidecar."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return path.exists() and is_release_sidecar(sidecar_path(path))
+    return is_release_sidecar(path)
+
+
+def check_release_outputs(option: str, outputs: Any, inputs: Any, *, keep_releases: bool = True) -> None:
+    """Refuse to write ``outputs`` when one is an input or (``keep_releases``) an existing release checkpoint.
+
+    Raises :class:`~medssl.errors.ConfigError` naming ``option``.
+    """
+    from .errors import ConfigError
+    from .io.outputs import check_output_not_input
+
+    outputs = [Path(p) for p in outputs]
+    check_output_not_input(option, outputs, inputs)
+    if keep_releases:
+        for out in outputs:
+            if is_release_checkpoint(out):
+                raise ConfigError(option, f"{out} is a release checkpoint (or its sidecar); an export never "
+                                  "replaces one: write to another path")
 
 
 def git_hash() -> Optional[str]:
@@ -200,8 +239,11 @@ def export(path: Union[str, Path], *, to: str = "state-dict", out: Union[str, Pa
     """
     if to not in ("monai", "state-dict"):
         raise ValueError(f"to: expected 'monai' or 'state-dict', got {to!r}")
-    backbone, meta = load_encoder(path)
     out = Path(out)
+    info_path = out.with_name(out.name + ".json")
+    # before anything is read: an export must never replace its own input or another release
+    check_release_outputs("--out", [out, info_path], [path, sidecar_path(path)])
+    backbone, meta = load_encoder(path)
     if to == "monai":
         if not (hasattr(backbone, "monai_state_dict") and hasattr(backbone, "monai_spec")):
             raise CheckpointError(f"{path}: backbone '{meta['backbone']['name']}' has no MONAI counterpart; use --to state-dict")
@@ -218,5 +260,5 @@ def export(path: Union[str, Path], *, to: str = "state-dict", out: Union[str, Pa
     else:
         _atomic_write_bytes(out, lambda tmp: torch.save(sd, tmp))
     info = {"source": str(path), "to": to, **spec, "spatial_dims": meta.get("spatial_dims"), "in_channels": meta.get("in_channels"), "spacing": meta.get("spacing"), "normalisation": meta.get("normalisation")}
-    _atomic_write_bytes(out.with_name(out.name + ".json"), lambda tmp: tmp.write_text(json.dumps(info, indent=2, default=str)))
+    _atomic_write_bytes(info_path, lambda tmp: tmp.write_text(json.dumps(info, indent=2, default=str)))
     return out

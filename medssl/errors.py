@@ -53,13 +53,14 @@ class DataError(MedsslError, ValueError):
 class ConfigError(MedsslError, ValueError):
     """A configuration key is unknown, has the wrong type or an invalid value.
 
-    The message names the key.
+    The message names the key (a command-line option such as ``--out`` is named as an option).
     """
 
     def __init__(self, key: str, problem: str):
         self.key = key
         self.problem = problem
-        super().__init__(f"config key '{key}': {problem}")
+        what = "option" if str(key).startswith("-") else "config key"
+        super().__init__(f"{what} '{key}': {problem}")
 
 
 class CheckpointError(MedsslError, ValueError):

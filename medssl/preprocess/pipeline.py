@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import ConfigError, DataError
 from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.outputs import check_output_folder
 from .fingerprint import case_fingerprint, combine, target_spacing
 from .inputs import load_cases
 from .intensity import DEFAULT_CT_WINDOW, check_window
@@ -119,6 +120,17 @@ def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, p
     return fp
 
 
+def _input_paths(cases: List[Any]) -> List[Path]:
+    """The files (and DICOM series folders) the cases are read from."""
+    paths = []
+    for c in cases:
+        for key in ("image", "label", "report"):
+            value = getattr(c, key, None)
+            if isinstance(value, (str, Path)):
+                paths.append(Path(value))
+    return paths
+
+
 def write_index(out: Path, order: Iterable[str]) -> List[Dict[str, Any]]:
     """Rewrite ``index.jsonl`` from the finished case folders (manifest order first)."""
     cases_dir = out / "cases"
@@ -167,8 +179,10 @@ def preprocess_manifest(
     lo, hi = check_window(ct_window)
     index, n_shards = parse_shard(shard)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder("--out", out, [manifest] if isinstance(manifest, (str, Path)) else [])
     cases = load_cases(manifest, check_files=not skip_bad)
+    check_output_folder("--out", out, _input_paths(cases))
+    out.mkdir(parents=True, exist_ok=True)
     skipped: Dict[str, Dict[str, str]] = {}
     fp = _fingerprint(cases, out, workers=int(workers), skip_bad=skip_bad, progress=progress, skipped=skipped)
     plan = Plan(spacing=target_spacing(fp, spacing), ct_window=[lo, hi], image_order=image_order,

@@ -11,6 +11,7 @@ weights were trained with, so downstream code uses the same one.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Union
 
@@ -54,6 +55,21 @@ class _Holder(nn.Module):
         self.encoder = backbone
 
 
+def _check_outputs(src: Path, out: Path) -> None:
+    """``out`` and its sidecar must not be ``src``, nor replace a release checkpoint that is not an import."""
+    from ..checkpoint import check_release_outputs, is_release_checkpoint, sidecar_path
+
+    check_release_outputs("--out", [out, sidecar_path(out)], [src], keep_releases=False)
+    if is_release_checkpoint(out):
+        try:
+            method = json.loads(sidecar_path(out).read_text(encoding="utf-8")).get("method")
+        except (OSError, ValueError):
+            method = None
+        if method != "imported":  # a trained checkpoint; re-running an import may replace its own output
+            raise ConfigError("--out", f"{out} is a release checkpoint of a trained '{method}' model; "
+                              "importing never replaces one: write to another path")
+
+
 def import_released(
     src: Union[str, Path], arch: str, out: Union[str, Path], trust: bool = False, select: str = "auto"
 ) -> Path:
@@ -62,7 +78,8 @@ def import_released(
         raise ConfigError("arch", f"no importer for '{arch}' (known: {', '.join(sorted(IMPORT_SPECS))})")
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"out: a release checkpoint ends in .safetensors, got {out}")
+        raise ConfigError("--out", f"a release checkpoint ends in .safetensors, got {out}")
+    _check_outputs(Path(src), out)
     spec = IMPORT_SPECS[arch]
     BACKBONES.get(arch)  # imports the registered backbone modules
 
