@@ -5,7 +5,12 @@
 only, no code runs. ``argparse.Namespace`` (stored as ``args`` by DINO-style
 training scripts, UniMiSS included) is allowed as well: it holds plain
 attributes and executes nothing. Anything else needs full unpickling, which
-can run arbitrary code; that is refused unless ``trust=True``.
+can run arbitrary code; that is refused unless ``trust=True``. When torch
+refuses a file, :mod:`medssl.weights.sniff` reads its structure without
+unpickling it, so that a broken file (an HTML error page, a truncated
+download, not a checkpoint at all) is called broken, and only a well-formed
+checkpoint that references other globals is told about ``trust``. With
+``trust=True`` a broken file is refused before anything is unpickled.
 """
 
 from __future__ import annotations
@@ -27,19 +32,63 @@ STRIP_PREFIXES = ("module.", "student.", "teacher.", "backbone.")
 CONTAINER_KEYS = ("teacher", "student", "state_dict", "model", "network_weights", "net")
 
 
+#: Globals allowed on top of torch's ``weights_only`` allowlist (plain attribute holders).
+EXTRA_SAFE_GLOBALS = (argparse.Namespace,)
+
+
+def _global_name(obj: object) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _torch_message(exc: BaseException) -> str:
+    """The telling line of a torch.load error (torch wraps it in advice about weights_only)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "WeightsUnpickler error:" in ln or "Unsupported" in ln:
+            return ln.split("WeightsUnpickler error:")[-1].strip() or ln
+    return (lines[0][:200] if lines else type(exc).__name__)
+
+
+def _not_a_checkpoint(path: Path, problem: str) -> DataError:
+    return DataError(path, f"not a readable checkpoint: {problem}")
+
+
 def _torch_load(path: Path, trust: bool) -> object:
-    if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """``torch.load`` of ``path``: ``weights_only`` unless ``trust``; every failure named, and
+    ``--trust`` suggested only for a well-formed checkpoint that really needs full unpickling."""
+    from .sniff import sniff
+
+    extra = [_global_name(g) for g in EXTRA_SAFE_GLOBALS]
+    if trust:  # a broken file is refused before anything is unpickled
+        found = sniff(path, extra)
+        if found.problem is not None and found.kind != "other":
+            raise _not_a_checkpoint(path, found.problem)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise DataError(path, f"torch.load failed: {type(exc).__name__}: {_torch_message(exc)}") from None
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(list(EXTRA_SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        failure = exc
+    found = sniff(path, extra)  # reads the file's structure; nothing is unpickled
+    if found.problem is not None:
+        raise _not_a_checkpoint(path, found.problem)
+    torch_says = _torch_message(failure)
+    if found.needs_unpickling or (isinstance(failure, pickle.UnpicklingError) and "Unsupported global" in torch_says):
+        names = ", ".join(found.disallowed[:5]) or torch_says
         raise DataError(
             path,
-            "the file needs full unpickling, which can run arbitrary code; it was refused. "
-            "Pass trust=True (--trust on the command line) only for a file from a source you trust. "
-            f"(torch: {str(exc).splitlines()[0]})",
-        ) from None
+            f"the file needs full unpickling, which can run arbitrary code: it references {names}. It was "
+            "refused. Pass trust=True (--trust on the command line) only for a file from a source you trust.",
+        )
+    raise _not_a_checkpoint(path, f"torch.load failed ({type(failure).__name__}: {torch_says}); the file may be "
+                            "truncated or damaged")
 
 
 def _is_tensor_dict(obj: object) -> bool:
