@@ -17,6 +17,10 @@ Suites:
   iicc     SwAV, DeepCluster-V2, IICC; severity AUC and segmentation Dice on volumes, consolidation AUC on X-rays
   t3d      vision-only restoration + contrastive (t3d_vision), T3D; retrieval R@k, zero-shot AUC, segmentation Dice
   baselines SimCLR, MoCo v2, DINO, MAE on 3D patches; segmentation Dice and severity AUC
+  cpu_baselines SimCLR, MoCo v2 (one ResNet-10 and its random twin), MAE; frozen probes of emphysema_pct and
+           lung_function (R^2, Spearman), nodule / consolidation / effusion (AUC), survival (C-index)
+
+    python benchmarks/protocol.py --suite cpu_baselines --n 160 --seed 0 --steps 1500 --label-fraction 1.0
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from medssl.demo import FROZEN, DemoSettings, Eval, Stage, run_demo
 
 SEG = Eval(("segmentation",), None, 3, {"seg_overlap": 0.0})  # the harness's calibrated fine-tuning (400 steps)
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
+#: The powered frozen-feature tasks of the CPU tier: two continuous targets (R^2 / Spearman) and three binary findings
+#: (AUC) over all test patients, plus survival (C-index).
+FROZEN_TASKS = (
+    Eval(("regression",), "emphysema_pct", 3, FROZEN),
+    Eval(("regression",), "lung_function", 3, FROZEN),
+    Eval(("classification",), "nodule", 3, FROZEN),
+    Eval(("classification",), "consolidation", 3, FROZEN),
+    Eval(("classification",), "effusion", 3, FROZEN),
+    Eval(("survival",), None, 3, FROZEN),
+)
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
 
 SUITES = {
@@ -60,10 +74,21 @@ SUITES = {
               ("method.name=t3d_vision",), group="t3d"),
         Stage("t3d", "t3d_tiny", (Eval(("report_retrieval", "zero_shot")), SEG), group="t3d"),
     ],
+    # the CPU tier of the generic baselines: the frozen tasks with power; SimCLR and MoCo share a ResNet-10 and
+    # its random-init twin
+    "cpu_baselines": [
+        Stage("simclr", "simclr_tiny", FROZEN_TASKS, group="resnet10"),
+        Stage("moco", "moco_tiny", FROZEN_TASKS, group="resnet10"),
+        Stage("mae", "mae_tiny", FROZEN_TASKS, group="vit"),
+    ],
     "baselines": [
         Stage(name, f"{name}_tiny", (SEG, SEVERITY), group=name) for name in ("simclr", "moco", "dino", "mae")
     ],
 }
+
+
+NOTE = ("Segmentation rows use the harness's calibrated fine-tuning (docs/evaluation.md); frozen rows a linear "
+        "probe (regularisation by cross-validation on the train split) and kNN on pooled features.")
 
 
 def main() -> int:
@@ -74,6 +99,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="cohort seed (a second cohort: 1)")
     ap.add_argument("--preset", default="default", help="cohort size preset")
     ap.add_argument("--budget-s", type=float, default=60.0, help="pretraining wall-clock per row (demo tier: ~60)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="a fixed number of pretraining steps per row instead of --budget-s (a row then does not "
+                         "depend on how loaded the machine is)")
     ap.add_argument("--spacing", default="4,4,4", help="preprocessing spacing in mm")
     ap.add_argument("--label-fraction", type=float, default=0.1)
     ap.add_argument("--only", default=None, help="comma-separated subset of the suite's rows")
@@ -82,7 +110,8 @@ def main() -> int:
     settings = DemoSettings(out=out, n=args.n, seed=args.seed, preset=args.preset, budget_s=args.budget_s,
                             spacing=tuple(float(v) for v in args.spacing.split(",")),
                             label_fraction=args.label_fraction,
-                            methods=args.only.split(",") if args.only else None)
+                            methods=args.only.split(",") if args.only else None, max_steps=args.steps,
+                            note=NOTE)
     result = run_demo(settings, stages=SUITES[args.suite])
     print(result["table"])
     return 1 if result["failures"] else 0

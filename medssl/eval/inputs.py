@@ -17,7 +17,7 @@ pretraining (Xie et al., ECCV 2022).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -102,9 +102,25 @@ class InputAdapter(nn.Module):
     def forward_intermediates(self, x: torch.Tensor) -> Any:
         return self.backbone.forward_intermediates(self.prepare(x))
 
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_cls(self.prepare(x))
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enable)
+
+
+def trained_embedding(encoder: nn.Module) -> Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]]:
+    """The embedding a method trained, where the backbone names one apart from ``forward``; else None.
+
+    A backbone with ``forward_cls`` (MiT: the decoder's cls token, which
+    UniMiSS's DINO head reads; MiT+: its encoder cls) is probed there, so the
+    frozen protocols read the representation the pretraining shaped.
+    """
+    inner = encoder.backbone if isinstance(encoder, InputAdapter) else encoder
+    if not hasattr(inner, "forward_cls") or getattr(inner, "decoder", True) is None:
+        return None
+    return lambda m, x: m.forward_cls(x)
 
 
 def adapt(backbone: nn.Module, *, spatial_dims: int, channels: int = 1, cache_spec: Optional[Mapping[str, Any]] = None,

@@ -26,6 +26,7 @@ from ..registry import TASKS
 from .classification import ClsFinetuneConfig, finetune_classifier, predict_proba
 from .data import EvalData
 from .features import extract_features, prepare
+from .inputs import trained_embedding
 from .knn import KNNClassifier, knn_regress
 from .linear_probe import LinearProbeClassifier, RidgeProbe
 from .metrics import classification_report
@@ -102,7 +103,8 @@ class _Features:
         if key not in self._cache:
             enc = self.model.encoder(seed, self.data).to(self.s.device)
             f = extract_features(enc, (self.data.image(i) for i in self.data.ids), patch_size=self.model.patch_size,
-                                 mode=self.s.feature_mode, batch_size=self.s.batch_size, device=self.s.device)
+                                 mode=self.s.feature_mode, batch_size=self.s.batch_size, device=self.s.device,
+                                 embed=trained_embedding(enc))
             self._cache[key] = dict(zip(self.data.ids, f))
         return np.stack([self._cache[key][i] for i in ids])
 

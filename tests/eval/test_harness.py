@@ -87,3 +87,24 @@ def test_summarise_skips_nan_seeds():
             for i, v in enumerate([1.0, float("nan"), 3.0])]
     s = summarise(rows)[0]
     assert s["m_mean"] == 2.0 and s["m_sd"] == pytest.approx(np.std([1.0, 3.0], ddof=1)) and s["n_seeds"] == 3
+
+
+def test_frozen_features_read_the_trained_embedding():
+    """A backbone with ``forward_cls`` (MiT: the decoder cls UniMiSS's DINO head trains) is probed there."""
+    from medssl.backbones.mit import mit_tiny
+    from medssl.eval.tasks import _Features
+
+    torch.manual_seed(0)
+    shape = (16, 64, 64)
+    net = mit_tiny(spatial_dims=3, paths=(3,), img_size_3d=shape).eval()
+    spec = ModelSpec(name="mit", build=lambda seed: net, patch_size=shape, spatial_dims=3, pretrained=True,
+                     backbone_name="mit_tiny", backbone_kwargs={})
+    rng = np.random.default_rng(0)
+    data = memory_data({f"c{j}": rng.random(shape).astype(np.float32) for j in range(3)})
+    got = _Features(spec, data, EvalSettings(feature_mode="crop"))(0, data.ids)
+    with torch.no_grad():
+        x = torch.stack([torch.from_numpy(data.image(i))[None] for i in data.ids])
+        cls, pooled = net.forward_cls(x).numpy(), net(x).numpy()
+    assert got.shape == cls.shape == (3, net.cls_dim)
+    np.testing.assert_allclose(got, cls, rtol=1e-4, atol=1e-5)
+    assert pooled.shape[1] != cls.shape[1] or not np.allclose(pooled, cls)
