@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
                                       "instead of stopping at the first"),
         bspline: bool = typer.Option(False, "--bspline", help="cubic B-spline instead of linear image resampling"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+        max_voxels: Optional[str] = typer.Option(
+            None, "--max-voxels", help="largest image (voxels, read from its header or the resampling plan) "
+            "to allocate; default 2^29 or MEDSSL_MAX_VOXELS"),
     ) -> None:
         """Reorient, crop, resample and normalise every case of MANIFEST into the cache CACHE."""
         from ..preprocess import preprocess_manifest
@@ -51,6 +54,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--shard" if "shard" in str(exc) else "--ct-window", str(exc)) from None
         if workers < 1:
             raise ConfigError("--workers", f"must be >= 1, got {workers}")
+        if max_voxels is not None:
+            from ..io.limits import set_max_voxels
+
+            set_max_voxels(max_voxels)  # through the environment: worker processes see it too
         try:
             report = preprocess_manifest(
                 manifest, out, spacing=parse_spacing(spacing), ct_window=window, workers=workers,

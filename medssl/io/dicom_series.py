@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from .checks import LPS_TO_RAS, check_affine
+from .limits import check_voxels
 from .volume import Volume
 
 #: Relative deviation of the slice gaps from their median above which a warning is given.
@@ -123,6 +124,7 @@ def read_dicom_series(
         step = normal * thick
 
     rows, cols = int(key[2]), int(key[3])
+    check_voxels((cols, rows, len(members)), folder, "the DICOM headers claim")
     array = np.empty((cols, rows, len(members)), dtype=np.float32)
     for k, (f, _) in enumerate(members):
         try:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .checks import check_finite
+from .limits import check_voxels
 from .readers3d import file_suffix
 from .volume import Image2D
 
@@ -58,6 +59,7 @@ def _read_raster(path: Path) -> Image2D:
 
     try:
         with Image.open(path) as im:
+            check_voxels(im.size[::-1], path)  # (H, W) from the header, before decoding
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -68,6 +70,10 @@ def _read_raster(path: Path) -> Image2D:
                 a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
             else:
                 a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(path, f"refused by Pillow's image-size guard: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"cannot read image (corrupt or truncated?): {exc}") from None
     if a.ndim != 2:
@@ -103,7 +109,11 @@ def _read_dicom_2d(path: Path) -> Image2D:
 
     try:
         ds = pydicom.dcmread(str(path))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        check_voxels((frames, int(ds.get("Rows", 0)), int(ds.get("Columns", 0))), path)
         pix = ds.pixel_array
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(path, f"cannot read DICOM image (corrupt, truncated or unsupported "
                         f"compression?): {type(exc).__name__}") from None

@@ -8,6 +8,7 @@ left-multiplied by ``diag(-1, -1, 1, 1)``.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Optional, Union
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from .checks import LPS_TO_RAS, check_affine, check_finite, shape_3d, squeeze_to_3d
+from .limits import check_data_length, check_voxels
 from .volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -100,6 +102,12 @@ def _read_nifti(path: Path) -> Volume:
         shape = tuple(img.shape)
         if len(shape) != 3:
             shape_3d(shape, path)  # validate the dimensionality before pulling 4D data into memory
+        check_voxels(shape, path)  # sizes from the header, before nibabel allocates them
+        if file_suffix(path) == ".nii":
+            nbytes = math.prod(shape) * img.get_data_dtype().itemsize
+            offset = getattr(img.dataobj, "offset", None)  # where nibabel reads from (>= 352 for .nii)
+            check_data_length(path, int(img.header.get_data_offset() if offset is None else offset), nbytes,
+                              what="cannot read NIfTI file: truncated")
         raw_dtype = img.get_data_dtype()
         scaled = img.dataobj.slope not in (None, 1.0) or img.dataobj.inter not in (None, 0.0)
         if np.issubdtype(raw_dtype, np.integer) and not scaled:
@@ -144,6 +152,7 @@ def _read_itk(path: Path) -> Volume:
         raise DataError(path, f"has {ncomp} components per voxel where a scalar 3D volume is expected")
     if dim != 3:
         shape_3d(size, path)
+    check_voxels(size, path)  # sizes from the header, before ITK allocates them
     try:
         img = reader.Execute()
         array = sitk.GetArrayFromImage(img)  # (K, J, I)

@@ -8,9 +8,12 @@ the result transposed to (Z, Y, X) (see docs/architecture.md).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from ..io.limits import check_voxels
 
 Slices = Tuple[slice, slice, slice]
 
@@ -72,6 +75,7 @@ def resample_to_spacing(
     target: Sequence[float],
     *,
     order: int = 1,
+    source: Optional[Union[str, Path]] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Resample an (I, J, K) array to voxels of ``target`` mm (i, j, k order).
 
@@ -79,7 +83,10 @@ def resample_to_spacing(
     B-spline. The first voxel's outer edge stays where it was, so new voxel
     ``n`` sits at old (continuous) index ``(n + 0.5) * t / s - 0.5`` on each
     axis; the returned affine maps new indices to the same world points.
-    Values outside the old grid repeat the nearest edge voxel.
+    Values outside the old grid repeat the nearest edge voxel. The output
+    size is checked against :func:`medssl.io.limits.max_voxels` before
+    anything is allocated (a :class:`~medssl.errors.DataError` naming
+    ``source``, the file the array came from).
     """
     from scipy import ndimage
 
@@ -92,6 +99,8 @@ def resample_to_spacing(
     step = target / current  # old index per new index
     offset = 0.5 * step - 0.5
     shape = resampled_shape(array.shape, current, target)
+    spacing_text = ", ".join(f"{t:g}" for t in target)
+    check_voxels(shape, source, f"resampling to a spacing of {spacing_text} mm (--spacing) gives")
     new_affine = np.asarray(affine, dtype=np.float64).copy()
     new_affine[:3, :3] = affine[:3, :3] * step[None, :]
     new_affine[:3, 3] = affine[:3, :3] @ offset + affine[:3, 3]

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, MedsslError
+from ..io.limits import check_voxels
 from ..io.volume import Image2D, Volume
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -161,5 +162,6 @@ def _fallback_read(path: Path, *, two_d: bool, label: bool = False) -> Union[Vol
     import nibabel as nib
 
     img = nib.load(str(path))
+    check_voxels(img.shape, path)
     data = np.asanyarray(img.dataobj)
     return Volume(array=data if label else data.astype(np.float32), affine=img.affine, path=Path(path))

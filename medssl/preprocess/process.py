@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import DataError
 from .geometry import crop, foreground_bbox, reorient_to_ras, resample_to_spacing, spacing_of, to_zyx
-from .inputs import check_case_id, read_image2d_checked, read_volume_checked
+from ..io.limits import check_voxels
+from .inputs import case_path, check_case_id, read_image2d_checked, read_volume_checked
 from .intensity import DEFAULT_CT_WINDOW, foreground_mask, normalize_ct, normalize_minmax, normalize_zscore
 
 #: Image and label grids may differ by this much (mm, any affine entry) and still count as one grid.
@@ -196,7 +197,7 @@ def process_volume(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
         if label is not None:
             label = crop(label, affine, box)[0]
         image, affine = crop(image, affine, box)
-    image_r, affine_r = resample_to_spacing(image, affine, plan.spacing, order=plan.image_order)
+    image_r, affine_r = resample_to_spacing(image, affine, plan.spacing, order=plan.image_order, source=vol.path)
     if case.modality == "ct":
         normed, spec = normalize_ct(image_r, plan.ct_window)
     else:
@@ -236,6 +237,7 @@ def process_xray(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
     array, spacing = read_image2d_checked(case)
     normed, spec = normalize_minmax(array)
     if plan.xray_size is not None:
+        check_voxels(plan.xray_size, case_path(case), "resizing to xray_size gives")
         factors = [t / s for t, s in zip(plan.xray_size, normed.shape)]
         normed = np.clip(ndimage.zoom(normed, factors, order=1, grid_mode=True, mode="nearest"), 0.0, 1.0)
         spacing = (spacing[0] / factors[0], spacing[1] / factors[1])
