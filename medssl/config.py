@@ -37,6 +37,7 @@ __all__ = [
     "config_to_dict",
     "save_config",
     "check_components",
+    "check_ranges",
 ]
 
 
@@ -91,6 +92,7 @@ class TrainerConfig:
     max_bad_steps: int = 5  # consecutive NaN/Inf losses before the run stops
     progress_bar: bool = True
     tensorboard: bool = True
+    allow_config_change: bool = False  # resume a run_dir with other settings as a new config segment (medssl.train.resume)
 
 
 @dataclass
@@ -227,8 +229,87 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def config_from_dict(raw: Dict[str, Any]) -> RunConfig:
-    """Check a plain mapping against the schema and build a :class:`RunConfig`."""
-    return _build(RunConfig, raw, "")
+    """Check a plain mapping against the schema (types and value ranges) and build a :class:`RunConfig`."""
+    cfg = _build(RunConfig, raw, "")
+    check_ranges(cfg)
+    return cfg
+
+
+#: Value ranges of the schema's numbers: key -> (low, high, low_open, high_open); None: unbounded.
+#: A key set to ``None`` (where the schema allows it) is not checked.
+RANGES: Dict[str, tuple] = {
+    "seed": (0, 2**32 - 1, False, False),
+    "data.batch_size": (1, None, False, False),
+    "data.num_workers": (0, None, False, False),
+    "trainer.num_nodes": (1, None, False, False),
+    "trainer.max_steps": (0, None, False, False),
+    "trainer.time_budget_s": (0, None, True, False),
+    "trainer.accumulate": (1, None, False, False),
+    "trainer.grad_clip": (0, None, True, False),
+    "trainer.checkpoint_every": (1, None, False, False),
+    "trainer.log_every": (1, None, False, False),
+    "trainer.max_bad_steps": (1, None, False, False),
+    "optim.lr": (0, None, True, False),
+    "optim.weight_decay": (0, None, False, False),
+    "optim.eps": (0, None, True, False),
+    "optim.momentum": (0, 1, False, True),
+    "optim.trust_coefficient": (0, None, True, False),
+    "schedules.warmup_steps": (0, None, False, False),
+    "schedules.min_lr": (0, None, False, False),
+    "schedules.weight_decay_end": (0, None, False, False),
+    "schedules.ema_momentum": (0, 1, False, False),
+    "schedules.ema_momentum_end": (0, 1, False, False),
+    "schedules.teacher_temp": (0, None, True, False),
+    "schedules.teacher_temp_start": (0, None, True, False),
+    "schedules.teacher_temp_warmup_steps": (0, None, False, False),
+    "eval.knn_every": (0, None, False, False),
+    "eval.knn_k": (1, None, False, False),
+    "eval.knn_max_cases": (1, None, False, False),
+    "eval.probe_share": (0, 1, True, False),
+    "eval.probe_chunk": (1, None, False, False),
+}
+#: Accelerators the trainer (Lightning Fabric) knows.
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+
+
+def _interval(lo: Any, hi: Any, lo_open: bool, hi_open: bool) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _in_range(value: float, lo: Any, hi: Any, lo_open: bool, hi_open: bool) -> bool:
+    if value != value:  # NaN
+        return False
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        return False
+    return not (hi is not None and (value > hi or (hi_open and value == hi)))
+
+
+def _check_devices(devices: Union[int, str]) -> None:
+    if isinstance(devices, int):
+        if devices >= 1 or devices == -1:
+            return
+    elif devices == "auto" or all(p.strip().isdigit() for p in devices.split(",")) or devices.strip() == "-1":
+        return
+    raise ConfigError("trainer.devices", f"expected a device count >= 1, -1 (all), 'auto' or device ids "
+                      f"like '0,1', got {devices!r}")
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value lies outside its range."""
+    for key, (lo, hi, lo_open, hi_open) in RANGES.items():
+        section, _, name = key.rpartition(".")
+        value = getattr(getattr(cfg, section) if section else cfg, name)
+        if value is not None and not _in_range(float(value), lo, hi, lo_open, hi_open):
+            raise ConfigError(key, f"must be {_interval(lo, hi, lo_open, hi_open)}, got {value!r}")
+    betas = cfg.optim.betas
+    if len(betas) != 2 or not all(_in_range(b, 0, 1, False, True) for b in betas):
+        raise ConfigError("optim.betas", f"expected two numbers in [0, 1), got {betas!r}")
+    if cfg.trainer.accelerator not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", f"expected one of {', '.join(ACCELERATORS)}, "
+                          f"got {cfg.trainer.accelerator!r}")
+    _check_devices(cfg.trainer.devices)
 
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:
@@ -259,7 +340,7 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> RunConfig:
     """YAML preset (optional) + ``key=value`` overrides -> checked :class:`RunConfig`."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     base = OmegaConf.create({})
     if path is not None:
@@ -270,6 +351,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
             base = OmegaConf.load(p)
         except Exception as exc:
             raise ConfigError("--config", f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(base, DictConfig):
+        raise ConfigError("--config", f"{path}: expected a mapping of keys (method:, backbone:, data:, ...), "
+                          f"got a {type(OmegaConf.to_container(base)).__name__}")
     merged = OmegaConf.merge(base, _parse_overrides(overrides))
     try:
         raw = OmegaConf.to_container(merged, resolve=True)

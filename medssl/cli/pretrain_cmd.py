@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
 
             if needs_cache(cfg):
                 raise ConfigError("data.manifest", "is required (add data.manifest=DIR/manifest.jsonl)")
+        from .options import check_accelerator
+
+        check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
         from ..train.trainer import fit
 
         summary = fit(cfg, resume=resume)
