@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..normalisation import check as check_spec
+from ..normalisation import convert, needs_conversion
 from ..preprocess.cache import Cache
 from ..registry import SOURCES
 from .base import DTYPES, CacheSource, check_dtype, check_size, flip_view, minimal_meta, pad_to, random_start
@@ -27,6 +29,12 @@ class PatchSource(CacheSource):
     patch is centred on a random labelled voxel (nnU-Net's foreground
     oversampling), where the case has a label. Volumes smaller than the
     patch are zero-padded at the end.
+
+    ``normalisation``: the input scaling the encoder trains on, when it is not
+    the cache's (a normalisation spec of :mod:`medssl.normalisation`, e.g. a
+    lung window ``{kind: ct_window, window: [-1350, 150]}``); patches are
+    converted from the cache's scaling and the checkpoint records the spec,
+    so evaluation feeds every model the values it trained on.
     """
 
     def __init__(
@@ -43,6 +51,7 @@ class PatchSource(CacheSource):
         flip_prob: float = 0.0,
         flip_axes: Sequence[int] = (0, 1, 2),
         dtype: str = "float16",
+        normalisation: Optional[Dict[str, Any]] = None,
         seed: int = 0,
     ) -> None:
         super().__init__(cache, ids=ids, split=split, modality=modality, seed=seed)
@@ -65,6 +74,27 @@ class PatchSource(CacheSource):
             missing = [i for i in self.ids if "label" not in self.cache.record(i)]
             if missing:
                 raise ValueError(f"with_label: cases without a label map: {missing[:5]}")
+        self.normalisation: Optional[Dict[str, Any]] = None  # None: the cache's scaling, recorded from the cache
+        self._cache_spec: Optional[Dict[str, Any]] = None
+        if normalisation is not None:
+            try:
+                check_spec(normalisation)
+            except ValueError as exc:
+                raise ValueError(f"normalisation: {exc}") from None
+            specs = {repr(self.cache.meta(i).get("normalization")) for i in self.ids}
+            if len(specs) != 1:
+                raise ValueError("normalisation: the cache's cases are scaled in more than one way; "
+                                 "convert one scaling at a time")
+            self._cache_spec = self.cache.meta(self.ids[0]).get("normalization")
+            if self._cache_spec is None:
+                raise ValueError("normalisation: the cache does not record its intensity scaling, so patches "
+                                 "cannot be converted")
+            try:
+                needs_conversion(self._cache_spec, normalisation)
+                convert(np.zeros(1, np.float32), self._cache_spec, normalisation)
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"normalisation: cannot convert the cache's scaling to {dict(normalisation)}: {exc}") from None
+            self.normalisation = dict(normalisation)
 
     def __len__(self) -> int:
         return len(self.ids) * self.patches_per_volume
@@ -87,6 +117,8 @@ class PatchSource(CacheSource):
         box = tuple(slice(s, s + n) for s, n in zip(start, self.patch_size))
         view, flipped = flip_view(vol[box], rng, self.flip_prob, self.flip_axes)
         np_dtype, _ = DTYPES[self.dtype]
+        if self.normalisation is not None:  # model scaling: converted in float32, then the delivery dtype
+            view = convert(np.asarray(view, dtype=np.float32), self._cache_spec, self.normalisation)
         patch = pad_to(np.array(view, dtype=np_dtype, order="C"), self.patch_size)  # the one copy
         item: Dict[str, Any] = {"image": torch.from_numpy(patch[None]), "id": case_id,
                                 "meta": minimal_meta(start, flipped)}

@@ -104,7 +104,7 @@ def data_meta(source: Any) -> Dict[str, Any]:
     ids = getattr(source, "ids", None)
     if cache is not None and hasattr(cache, "meta") and ids:
         case = cache.meta(ids[0])
-        if "normalization" in case:
+        if "normalization" in case and getattr(source, "normalisation", None) is None:  # a source's own scaling wins
             meta["normalisation"] = case["normalization"]
         if "modality" in case:
             meta["modality"] = case["modality"]

@@ -128,3 +128,23 @@ def test_xray_images(cache):
 def test_bad_arguments_name_themselves(cache, kwargs, name):
     with pytest.raises(ValueError, match=name):
         PatchSource(cache, **kwargs)
+
+
+def test_patches_in_a_model_window_and_recorded(cache):
+    """``normalisation``: patches are the cache's HU in the model's window, and the checkpoint meta records it."""
+    from medssl.train.build import data_meta
+
+    lung = {"kind": "ct_window", "window": [-1350.0, 150.0]}
+    plain = PatchSource(cache, patch_size=(8, 8, 8), seed=2, dtype="float32")
+    win = PatchSource(cache, patch_size=(8, 8, 8), seed=2, dtype="float32", normalisation=lung)
+    spec = cache.meta("v0")["normalization"]
+    assert spec["kind"] == "ct_window"
+    lo, hi = spec["window"]
+    for key in range(len(win)):
+        a, b = plain[key]["image"].numpy(), win[key]["image"].numpy()
+        hu = a * (hi - lo) + lo  # the cache's values back to HU, written out
+        np.testing.assert_allclose(b, np.clip((hu + 1350.0) / 1500.0, 0.0, 1.0), atol=1e-5)
+    assert data_meta(win)["normalisation"] == lung
+    assert data_meta(plain)["normalisation"] == spec
+    with pytest.raises(ValueError, match="normalisation"):
+        PatchSource(cache, patch_size=(8, 8, 8), normalisation={"kind": "ct_window"})
