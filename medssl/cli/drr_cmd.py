@@ -17,6 +17,7 @@ import numpy as np
 import typer
 
 from ..errors import ConfigError
+from .options import check_output_dir, option_errors
 
 
 def _stem(path: Path) -> str:
@@ -35,22 +36,34 @@ def run_drr(volume: Path, out: Path, *, views: str = "pa,lateral", size: int = 2
     from ..drr.geometry import pose_summary
     from ..drr.physics import noisy_line_integral
     from ..io import read_volume, write_png
+    from ..io.atomic import save_npy_atomic, write_text_atomic
 
     names = [v.strip().lower() for v in views.split(",") if v.strip()]
     if not names:
-        raise ConfigError("views", "give at least one view, e.g. pa,lateral")
+        raise ConfigError("--views", "give at least one view, e.g. pa,lateral")
     if size < 1:
-        raise ConfigError("size", f"detector size must be at least 1 pixel, got {size}")
+        raise ConfigError("--size", f"detector size must be at least 1 pixel, got {size}")
     if bits not in (8, 16):
-        raise ConfigError("bits", f"must be 8 or 16, got {bits}")
+        raise ConfigError("--bits", f"must be 8 or 16, got {bits}")
+    if photons is not None and not (np.isfinite(photons) and photons > 0):
+        raise ConfigError("--photons", f"must be a positive photon count, got {photons}")
+    check_output_dir("--out", out)
+    options = option_errors(view="--views", energy_kev="--energy", mode="--mode", photons="--photons",
+                            **{"pose.size": "--size", "pose.sod": "--sod", "pose.sdd": "--sdd",
+                               "pose.sod/pose.sdd": "--sod/--sdd"})
+    with options:  # options the renderer would only reject after reading the volume
+        from ..drr.geometry import view_frame
+        from ..drr.physics import attenuation_coefficients
+
+        for name in names:
+            view_frame(name)
+        attenuation_coefficients(energy_kev)
     vol = read_volume(volume)
-    try:
+    with options:
         poses = standard_poses(names, vol.array.shape, vol.affine, size=size, sdd=sdd, sod=sod)
         mu = hu_to_mu(vol.array, energy_kev)
         raw = render(mu, vol.affine, poses, mode=mode)
-    except ValueError as exc:
-        raise ConfigError("drr", str(exc)) from exc
-    shown = raw if photons is None else noisy_line_integral(raw, photons, np.random.default_rng(seed))
+        shown = raw if photons is None else noisy_line_integral(raw, photons, np.random.default_rng(seed))
     out.mkdir(parents=True, exist_ok=True)
     stem = _stem(volume)
     files = []
@@ -59,7 +72,7 @@ def run_drr(volume: Path, out: Path, *, views: str = "pa,lateral", size: int = 2
         write_png(window(image, bits=bits), png)
         files.append(png.name)
     npy = out / f"{stem}_drr.npy"
-    np.save(npy, raw.astype(np.float32), allow_pickle=False)
+    save_npy_atomic(npy, raw.astype(np.float32))
     record = {
         "volume": volume.name, "shape": list(vol.array.shape), "voxel_to_world": np.asarray(vol.affine).tolist(),
         "world": "RAS mm", "quantity": "line integral of linear attenuation (dimensionless), (V, H, W)",
@@ -67,8 +80,7 @@ def run_drr(volume: Path, out: Path, *, views: str = "pa,lateral", size: int = 2
         "views": names, "images": files, "array": npy.name,
         "poses": [pose_summary(p, vol.array.shape, vol.affine) for p in poses],
     }
-    geo = out / f"{stem}_drr.json"
-    geo.write_text(json.dumps(record, indent=2))
+    write_text_atomic(out / f"{stem}_drr.json", json.dumps(record, indent=2))
     return record
 
 

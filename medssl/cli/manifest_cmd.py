@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 import typer
 
 from ..errors import ConfigError
+from .options import option_errors
 
 
 def _parse_options(items: List[str]) -> Dict[str, object]:
@@ -76,12 +77,17 @@ def register(app: typer.Typer) -> None:
         given = {"modality": modality, "split": split, "labels_dir": labels_dir, "csv": csv,
                  "key_column": key_column, "report_columns": report_column or None}
         kwargs.update({k: v for k, v in given.items() if v is not None})
-        with warnings.catch_warnings(record=True) as caught:
+        target = out if out is not None else Path(src) / "manifest.jsonl"
+        if target.is_dir():
+            raise ConfigError("--out", f"{target} is a folder; give the manifest file to write (e.g. "
+                              f"{target / 'manifest.jsonl'})")
+        names = {k: f"--{k.replace('_', '-')}" for k in given if k != "report_columns"}
+        names.update({"report_columns": "--report-column", "on_missing": "--option on_missing"})
+        with warnings.catch_warnings(record=True) as caught, option_errors(**names):
             warnings.simplefilter("always")
             cases = LAYOUTS.build(layout, src=src, **kwargs)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
-        target = out if out is not None else Path(src) / "manifest.jsonl"
         write_manifest(cases, target)
         cases = load_manifest(target)
         typer.echo(f"wrote {target}")

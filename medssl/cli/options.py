@@ -10,28 +10,32 @@ option, so the CLI prints one line and exits with status 2. Any other
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 from ..errors import ConfigError, MedsslError
 
 
-@contextmanager
-def option_errors(**names: str) -> Iterator[None]:
+class option_errors:
     """Map ``ValueError("<arg>: problem")`` for each ``arg=option`` given to ``ConfigError(option, problem)``.
 
-    ``with option_errors(photons="--photons"): noisy_line_integral(raw, photons, rng)``
+    ``with option_errors(photons="--photons"): noisy_line_integral(raw, photons, rng)``; one
+    instance may guard several blocks.
     """
-    try:
-        yield
-    except MedsslError:
-        raise
-    except ValueError as exc:
+
+    def __init__(self, **names: str):
+        self.names = names
+
+    def __enter__(self) -> "option_errors":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or isinstance(exc, MedsslError) or not isinstance(exc, ValueError):
+            return False
         arg, sep, problem = str(exc).partition(": ")
-        if sep and arg in names:
-            raise ConfigError(names[arg], problem) from None
-        raise
+        if sep and arg in self.names:
+            raise ConfigError(self.names[arg], problem) from None
+        return False
 
 
 def check_output_dir(option: str, folder: Union[str, Path]) -> Path:
@@ -40,7 +44,8 @@ def check_output_dir(option: str, folder: Union[str, Path]) -> Path:
     for p in (folder, *folder.parents):
         if p.exists():
             if not p.is_dir():
-                raise ConfigError(option, f"{folder}: {p} is a file; give a folder")
+                where = f"{folder} is a file" if p == folder else f"{p} (in {folder}) is a file"
+                raise ConfigError(option, f"{where}; give a folder")
             break
     return folder
 

@@ -101,18 +101,30 @@ def msd(src: Union[str, Path], *, modality: Optional[str] = None, include_test: 
     if not isinstance(training, list):
         raise DataError(root / "dataset.json", "missing 'training' list")
     cases = []
-    for entry in training:
+    for n, entry in enumerate(training):
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(root / "dataset.json", f"training entry without 'image': {entry!r}")
-        image = root / entry["image"]
-        label = root / entry["label"] if entry.get("label") else None
-        cases.append(Case(id=safe_id(strip_suffix(Path(entry["image"]).name)), image=image, modality=modality,
-                          label=label, split="train"))
+        rel = _json_path(entry["image"], root, f"training[{n}].image")
+        label = _json_path(entry["label"], root, f"training[{n}].label") if entry.get("label") else None
+        cases.append(Case(id=safe_id(strip_suffix(Path(rel).name)), image=root / rel, modality=modality,
+                          label=None if label is None else root / label, split="train"))
     if include_test:
-        for entry in info.get("test") or []:
-            rel = entry["image"] if isinstance(entry, dict) else entry
+        test = info.get("test") or []
+        if not isinstance(test, list):
+            raise DataError(root / "dataset.json", f"'test' must be a list, got {type(test).__name__}")
+        for n, entry in enumerate(test):
+            if isinstance(entry, dict) and "image" not in entry:
+                raise DataError(root / "dataset.json", f"test entry without 'image': {entry!r}")
+            rel = _json_path(entry["image"] if isinstance(entry, dict) else entry, root, f"test[{n}]")
             cases.append(Case(id=safe_id(strip_suffix(Path(rel).name)), image=root / rel, modality=modality, split="test"))
     return cases
+
+
+def _json_path(value: object, root: Path, where: str) -> str:
+    """A file path from dataset.json: a non-empty string, else a :class:`DataError` naming the entry."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(root / "dataset.json", f"{where}: expected a file path (a string), got {value!r}")
+    return value
 
 
 @LAYOUTS.register("nnunet")

@@ -42,7 +42,7 @@ def test_cli_writes_png_npy_and_geometry(tmp_path, capsys):
         png = np.asarray(Image.open(tmp_path / "out" / name))
         assert png.shape == (24, 24) and png.dtype == np.uint8 and png.max() == 255
     assert main(["drr", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "o2"), "--sod", "10"]) == 2
-    assert "pose.sod" in capsys.readouterr().err
+    assert "--sod" in capsys.readouterr().err  # the option, not the library argument
 
 
 def _fake_patient(rng, preset):
