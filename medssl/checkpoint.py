@@ -166,6 +166,7 @@ def load_release(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[
         raise CheckpointError(f"{side}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{side}: not a medssl release sidecar (format '{FORMAT}')")
+    _check_sidecar(side, meta)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -174,6 +175,23 @@ def load_release(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} encoder keys listed in the sidecar are absent (first: {missing[0]})")
     return state, meta
+
+
+def _check_sidecar(side: Path, meta: Mapping[str, Any]) -> None:
+    """The sidecar fields loading relies on, with their types; a :class:`CheckpointError` naming the field."""
+    problems = []
+    if not isinstance(meta.get("encoder_prefix"), str):
+        problems.append("'encoder_prefix' (a string) is missing")
+    keys = meta.get("encoder_keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        problems.append("'encoder_keys' (a list of strings) is missing")
+    elif isinstance(meta.get("encoder_prefix"), str) and not all(k.startswith(meta["encoder_prefix"]) for k in keys):
+        problems.append("'encoder_keys' holds keys without the encoder prefix")
+    bb = meta.get("backbone")
+    if not isinstance(bb, dict) or not isinstance(bb.get("kwargs", {}), dict):
+        problems.append("'backbone' must be {\"name\": ..., \"kwargs\": {...}}")
+    if problems:
+        raise CheckpointError(f"{side}: damaged release sidecar: " + "; ".join(problems))
 
 
 def _check_expect(path: Path, meta: Mapping[str, Any], expect: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
+from .options import check_device, check_output_dir
 
 
 def parse_numbers(text: str, key: str, cast=float) -> List:
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         checkpoint: List[str] = typer.Option(..., "--checkpoint", help="release checkpoint (.safetensors) or random:<backbone>; repeatable"),
-        task: List[str] = typer.Option(..., "--task", help="segmentation | classification | regression | survival | label_efficiency | a method task (medssl list); repeatable"),
+        task: List[str] = typer.Option(..., "--task", help="segmentation | classification | regression | survival | label_efficiency | a method task (medssl list), optionally with its target after a colon (regression:lung_function); repeatable"),
         data: Path = typer.Option(..., "--data", help="manifest.jsonl of the evaluation cohort"),
         out: Path = typer.Option(..., "--out", help="folder for results.csv, results.md and plots"),
         cache: Optional[Path] = typer.Option(None, "--cache", help="preprocessed cache of the manifest (default: preprocess into OUT/cache)"),
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         spatial_dims: Optional[int] = typer.Option(None, "--spatial-dims", help="2: X-rays, 3: volumes (default: the checkpoint's; a two-path encoder can take either)"),
     ) -> None:
         """Evaluate CHECKPOINT on TASK over seeds, with a random-initialisation baseline row."""
-        from ..eval.compare import evaluate_models
+        from ..eval.compare import evaluate_models, split_task
         from ..eval.data import load_eval_data
         from ..eval.features import FEATURE_MODES
         from ..eval.models import resolve
@@ -60,8 +61,9 @@ def register(app: typer.Typer) -> None:
         from ..registry import TASKS
 
         for t in task:
-            if t not in TASKS:
-                raise ConfigError("--task", f"unknown task '{t}' (known: {', '.join(TASKS.names())})")
+            name, _ = split_task(t)
+            if name not in TASKS:
+                raise ConfigError("--task", f"unknown task '{name}' (known: {', '.join(TASKS.names())})")
         if not 0 < label_fraction <= 1:
             raise ConfigError("--label-fraction", f"must lie in (0, 1], got {label_fraction}")
         fr = parse_numbers(fractions, "--fractions")
@@ -75,6 +77,14 @@ def register(app: typer.Typer) -> None:
             if val is not None and val < 0:
                 raise ConfigError(flag, "must be >= 0")
         ps = parse_numbers(patch_size, "--patch-size", int) if patch_size else None
+        if ps is not None and any(v < 1 for v in ps):
+            raise ConfigError("--patch-size", f"sizes must be >= 1, got {patch_size}")
+        if any(v < 0 for v in parse_numbers(seeds, "--seeds", int)):
+            raise ConfigError("--seeds", f"seeds must be >= 0, got {seeds}")
+        check_device("--device", device)
+        check_output_dir("--out", out)
+        if cache is not None:
+            check_output_dir("--cache", cache)
         s = EvalSettings(
             seeds=tuple(parse_numbers(seeds, "--seeds", int)), label_fraction=label_fraction, fractions=tuple(fr),
             target=target, sweep_task=sweep_task, split_rule=split_rule, feature_mode=feature_mode,

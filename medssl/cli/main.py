@@ -6,6 +6,7 @@ Each subcommand lives in its own module under ``medssl.cli`` with a
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from typing import List, Optional
@@ -27,6 +28,21 @@ COMMAND_MODULES = [
     "medssl.cli.import_weights_cmd",
     "medssl.cli.demo_cmd",
 ]
+
+
+#: Errors of the machine rather than of medssl: a full disk, a quota, no permission, a read-only or
+#: too-long path. They exit with status 2 and one line; any other OSError keeps its traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` of an environment error; a full disk says that earlier outputs are intact."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    text = f"{where}{exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text += " (every file is written to a temporary name and renamed when complete, so earlier outputs " \
+                "are as they were; free some space and run again)"
+    return text
 
 
 def build_app() -> typer.Typer:
@@ -55,6 +71,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         app(args=argv, standalone_mode=False)
     except MedsslError as exc:
         typer.echo(f"error: {exc}", err=True)
+        return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
+from .options import option_errors
 
 
 def parse_spacing(text: Optional[str]) -> Optional[List[float]]:
@@ -49,23 +50,18 @@ def register(app: typer.Typer) -> None:
 
         try:
             window = [float(v) for v in ct_window.split(",")]
-            shard_pair = parse_shard(shard)
-        except ValueError as exc:
-            raise ConfigError("--shard" if "shard" in str(exc) else "--ct-window", str(exc)) from None
+        except ValueError:
+            raise ConfigError("--ct-window", f"expected two numbers like -1024,3071 (HU), got {ct_window!r}") from None
         if workers < 1:
             raise ConfigError("--workers", f"must be >= 1, got {workers}")
         if max_voxels is not None:
             from ..io.limits import set_max_voxels
 
             set_max_voxels(max_voxels)  # through the environment: worker processes see it too
-        try:
+        options = option_errors(shard="--shard", ct_window="--ct-window", workers="--workers", spacing="--spacing")
+        with options:
+            shard_pair = parse_shard(shard)
             report = preprocess_manifest(
                 manifest, out, spacing=parse_spacing(spacing), ct_window=window, workers=workers,
                 shard=shard_pair, skip_bad=skip_bad, progress=not quiet, image_order=3 if bspline else 1)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            if not hasattr(exc, "path"):  # an argument error, not a DataError
-                raise ConfigError("preprocess", str(exc)) from None
-            raise
         typer.echo(report.summary())

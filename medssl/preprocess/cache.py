@@ -8,14 +8,26 @@ copy of the volumes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
 from ..errors import DataError
+from ..io.jsonfile import read_json, read_jsonl
 from .intensity import denormalize
+
+
+#: What to do about a damaged cache file.
+REBUILD = "the cache is damaged: delete the file (or the cache) and run `medssl preprocess` again"
+
+
+def case_record(meta_path: Path) -> Dict[str, Any]:
+    """The index record stored in a case's ``meta.json``; a :class:`DataError` naming it when damaged."""
+    meta = read_json(meta_path, hint=REBUILD)
+    if not isinstance(meta.get("record"), dict):
+        raise DataError(meta_path, f"holds no 'record'; {REBUILD}")
+    return meta["record"]
 
 
 class Cache:
@@ -31,7 +43,7 @@ class Cache:
         self.path = Path(path)
         if not (self.path / "plan.json").is_file():
             raise DataError(self.path, "not a medssl cache (plan.json missing); run `medssl preprocess` first")
-        self.plan: Dict[str, Any] = json.loads((self.path / "plan.json").read_text(encoding="utf-8"))
+        self.plan: Dict[str, Any] = read_json(self.path / "plan.json", hint=REBUILD)
         self.records: List[Dict[str, Any]] = self._read_index()
         self._by_id = {r["id"]: r for r in self.records}
         self._maps: Dict[Any, Any] = {}
@@ -40,11 +52,15 @@ class Cache:
     def _read_index(self) -> List[Dict[str, Any]]:
         index = self.path / "index.jsonl"
         if index.is_file():
-            return [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
+            records = read_jsonl(index, hint=REBUILD)
+            for n, rec in enumerate(records, 1):
+                if not isinstance(rec.get("id"), str):
+                    raise DataError(index, f"record {n} has no string 'id'; {REBUILD}")
+            return records
         cases = self.path / "cases"  # a run still going: list the finished folders
         if not cases.is_dir():
             return []
-        return [json.loads((p / "meta.json").read_text(encoding="utf-8"))["record"]
+        return [case_record(p / "meta.json")
                 for p in sorted(cases.iterdir()) if not p.name.startswith(".") and (p / "meta.json").is_file()]
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -64,12 +80,12 @@ class Cache:
 
     @property
     def fingerprint(self) -> Dict[str, Any]:
-        return json.loads((self.path / "fingerprint.json").read_text(encoding="utf-8"))
+        return read_json(self.path / "fingerprint.json", hint=REBUILD)
 
     @property
     def skipped(self) -> List[Dict[str, str]]:
         p = self.path / "skipped.json"
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
+        return read_json(p, list, hint=REBUILD) if p.is_file() else []
 
     def record(self, case_id: str) -> Dict[str, Any]:
         if case_id not in self._by_id:
@@ -81,7 +97,7 @@ class Cache:
         if case_id not in self._meta:
             self.record(case_id)
             p = self.path / "cases" / case_id / "meta.json"
-            self._meta[case_id] = json.loads(p.read_text(encoding="utf-8"))
+            self._meta[case_id] = read_json(p, hint=REBUILD)
         return self._meta[case_id]
 
     def _array(self, case_id: str, name: str) -> Optional[np.ndarray]:

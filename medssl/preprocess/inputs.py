@@ -21,6 +21,8 @@ from ..io.limits import check_voxels
 from ..io.volume import Image2D, Volume
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+#: Longest case id: a file name holds 255 bytes, and the temporary folder adds about 30 to the id.
+MAX_ID_BYTES = 200
 
 
 @dataclass
@@ -64,6 +66,9 @@ def case_path(case: Any) -> Path:
 def check_case_id(case: Any) -> str:
     """The case id, checked to be usable as a folder name."""
     cid = str(case.id)
+    if len(cid.encode("utf-8")) > MAX_ID_BYTES:
+        raise DataError(case_path(case), f"case id of {len(cid)} characters is too long for a cache folder name "
+                        f"(at most {MAX_ID_BYTES} bytes); shorten it in the manifest")
     if not SAFE_ID.fullmatch(cid):
         raise DataError(case_path(case), f"case id {cid!r} is not usable as a cache folder name "
                         "(letters, digits, '.', '_' and '-' only, not starting with '.')")

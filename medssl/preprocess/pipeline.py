@@ -22,10 +22,12 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import ConfigError, DataError
 from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.jsonfile import read_json
 from ..io.outputs import check_output_folder
 from .fingerprint import case_fingerprint, combine, target_spacing
 from .inputs import load_cases
 from .intensity import DEFAULT_CT_WINDOW, check_window
+from .cache import case_record
 from .process import Plan, is_finished, process_case, remove_stale_tmp
 
 
@@ -98,7 +100,7 @@ def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, p
     key = [[str(c.id), str(c.image), str(c.label) if c.label else None] for c in cases]
     path = out / "fingerprint.json"
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json(path, hint="delete it to have it computed again")
         if old.get("manifest_key") == key:
             skipped.update({s["id"]: s for s in old.get("skipped", [])})
             return old
@@ -138,7 +140,7 @@ def write_index(out: Path, order: Iterable[str]) -> List[Dict[str, Any]]:
         if cases_dir.is_dir() else []
     rank = {cid: n for n, cid in enumerate(order)}
     done.sort(key=lambda cid: (rank.get(cid, len(rank)), cid))
-    records = [json.loads((cases_dir / cid / "meta.json").read_text(encoding="utf-8"))["record"] for cid in done]
+    records = [case_record(cases_dir / cid / "meta.json") for cid in done]
     write_text_atomic(out / "index.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     return records
 
@@ -190,7 +192,7 @@ def preprocess_manifest(
                 spacing_source="given" if spacing is not None else "fingerprint median")
     plan_path = out / "plan.json"
     if plan_path.is_file():
-        old = Plan(**json.loads(plan_path.read_text(encoding="utf-8")))
+        old = Plan.from_json(read_json(plan_path, hint="use a new --out folder or delete the cache"), plan_path)
         if not old.same_output(plan):
             raise ConfigError("preprocess", f"{out} was built with other settings ({plan_path}: {old.to_json()}); "
                               "use a new --out folder or delete the cache")
@@ -225,6 +227,6 @@ def preprocess_manifest(
 def _write_skipped(out: Path, mine: List[Dict[str, str]], mine_ids: set) -> None:
     """Merge this shard's skipped cases into ``skipped.json`` (other shards' entries stay)."""
     path = out / "skipped.json"
-    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    old = read_json(path, list, hint="delete it; a rerun lists the bad cases again") if path.is_file() else []
     merged = [s for s in old if s["id"] not in mine_ids] + mine
     write_json_atomic(path, merged)

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -48,6 +48,20 @@ class Plan:
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any], path: Optional[Path] = None) -> "Plan":
+        """The plan stored in ``plan.json``; a :class:`DataError` naming ``path`` for unknown or missing keys."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown or "spacing" not in data:
+            what = f"unknown keys {unknown}" if unknown else "no 'spacing'"
+            raise DataError(path, f"not a medssl preprocessing plan ({what}); use a new --out folder or delete "
+                            "the cache")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise DataError(path, f"not a medssl preprocessing plan ({exc})") from None
 
     def same_output(self, other: "Plan") -> bool:
         """True when both plans write identical cases (the spacing source does not matter)."""
@@ -129,6 +143,9 @@ def write_case(cases_dir: Path, case_id: str, arrays: Dict[str, np.ndarray], met
     cases_dir.mkdir(parents=True, exist_ok=True)
     tmp = cases_dir / tmp_name(case_id)
     final = case_dir(cases_dir, case_id)
+    if final.exists() and not is_finished(cases_dir, case_id):  # folders appear only complete, by rename
+        raise DataError(final, "exists but holds no meta.json: not a case folder written by medssl preprocess "
+                        "(or damaged); remove it and run again")
     tmp.mkdir()
     try:
         for name, arr in arrays.items():
