@@ -36,12 +36,8 @@ SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 #: The powered frozen-feature tasks of the CPU tier: two continuous targets (R^2 / Spearman) and three binary findings
 #: (AUC) over all test patients, plus survival (C-index).
 FROZEN_TASKS = (
-    Eval(("regression",), "emphysema_pct", 3, FROZEN),
-    Eval(("regression",), "lung_function", 3, FROZEN),
-    Eval(("classification",), "nodule", 3, FROZEN),
-    Eval(("classification",), "consolidation", 3, FROZEN),
-    Eval(("classification",), "effusion", 3, FROZEN),
-    Eval(("survival",), None, 3, FROZEN),
+    Eval(("regression:emphysema_pct", "regression:lung_function", "classification:nodule",
+          "classification:consolidation", "classification:effusion", "survival"), None, 3, FROZEN),
 )
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
 

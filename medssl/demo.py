@@ -126,7 +126,7 @@ def _evaluate(group: str, stages: Sequence[Stage], ckpts: Dict[str, Path], s: De
     for k, ev in enumerate(stages[0].evals):
         models: Dict[str, Optional[Path]] = {st.name: ckpts[st.name] for st in stages}
         models["random init"] = None
-        out = s.out / "eval" / group / f"{k}-{'-'.join(ev.tasks)}"
+        out = s.out / "eval" / group / f"{k}-{'-'.join(ev.tasks)}".replace(":", "_")
         got = compare(models, list(ev.tasks), manifest, cache, out, seeds=s.seeds, label_fraction=s.label_fraction,
                       budget=dict(ev.budget), target=ev.target, spatial_dims=ev.spatial_dims)
         rows += [dict(r, stage=group, data="X-rays" if ev.spatial_dims == 2 else "volumes") for r in got]

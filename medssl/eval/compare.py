@@ -7,11 +7,12 @@ same way as the pretrained ones.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import CheckpointError, ConfigError
 from ..registry import TASKS
@@ -114,6 +115,18 @@ def with_twins(models: List[ModelSpec], *, add_random_baseline: bool = True) -> 
     return models + added, twins
 
 
+def split_task(task: str) -> Tuple[str, Optional[str]]:
+    """``"regression:lung_function"`` -> ``("regression", "lung_function")``; ``"segmentation"`` -> ``(.., None)``.
+
+    A task may name its target after a colon, so one evaluation runs several
+    targets and computes each model's frozen features once for all of them.
+    """
+    name, sep, target = str(task).partition(":")
+    if sep and not target:
+        raise ConfigError(f"task={task}", "a target after ':' is empty (e.g. regression:lung_function)")
+    return name, (target or None)
+
+
 def evaluate_models(
     models: Sequence[ModelSpec],
     tasks: Sequence[str],
@@ -128,7 +141,7 @@ def evaluate_models(
     if not models:
         raise ValueError("models: nothing to evaluate")
     for t in tasks:
-        TASKS.get(t)  # unknown task -> ConfigError naming it
+        TASKS.get(split_task(t)[0])  # unknown task -> ConfigError naming it
     models, twins = with_twins(list(models), add_random_baseline=add_random_baseline)
     models = [fit_to_data(m, data) for m in models]
     for m in models:
@@ -136,8 +149,10 @@ def evaluate_models(
     t0 = time.time()
     rows: List[Dict[str, Any]] = []
     for task in tasks:
+        name, target = split_task(task)
+        run = settings if target is None else dataclasses.replace(settings, target=target)
         for m in models:
-            rows += TASKS.get(task)(m, data, settings)
+            rows += TASKS.get(name)(m, data, run)
     wall = time.time() - t0
     header = {
         "split rule": describe_split_rule(settings.split_rule, settings.train_share),

@@ -48,6 +48,8 @@ class ModelSpec:
     spatial_dims_supported: Tuple[int, ...] = ()  # dims the backbone runs (empty: ``spatial_dims`` only)
     channels_by_dims: Dict[int, int] = field(default_factory=dict)  # backbone input channels per dims (empty: 1)
     repeat_grey: bool = False  # a multi-channel path was pretrained on grey repeated to its channels (MiT's 2D path)
+    #: frozen features already computed for this model (see ``tasks._Features``); not part of its identity
+    feature_cache: Dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def dims_supported(self) -> Tuple[int, ...]:
         return tuple(self.spatial_dims_supported) or (int(self.spatial_dims),)

@@ -92,14 +92,23 @@ def split(data: EvalData, s: EvalSettings) -> Tuple[List[str], List[str]]:
 
 
 class _Features:
-    """Frozen features per (model, seed); a pretrained model's features are computed once."""
+    """Frozen features per (model, seed); a pretrained model's features are computed once.
+
+    They are kept on the model (``ModelSpec.feature_cache``), keyed on the
+    seed, the data, the patch size and the feature mode, so the tasks and
+    targets of one evaluation share one pass per model and seed.
+    """
 
     def __init__(self, model: ModelSpec, data: EvalData, s: EvalSettings) -> None:
         self.model, self.data, self.s = model, data, s
-        self._cache: Dict[int, Dict[str, np.ndarray]] = {}
+        self._cache = model.feature_cache
+
+    def _key(self, seed: int) -> Tuple[Any, ...]:
+        return (bool(self.model.pretrained), 0 if self.model.pretrained else int(seed), self.data.source, int(self.data.spatial_dims),
+                tuple(self.data.ids), tuple(self.model.patch_size), self.s.feature_mode)
 
     def __call__(self, seed: int, ids: Sequence[str]) -> np.ndarray:
-        key = 0 if self.model.pretrained else seed
+        key = self._key(seed)
         if key not in self._cache:
             enc = self.model.encoder(seed, self.data).to(self.s.device)
             f = extract_features(enc, (self.data.image(i) for i in self.data.ids), patch_size=self.model.patch_size,

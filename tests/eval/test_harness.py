@@ -108,3 +108,29 @@ def test_frozen_features_read_the_trained_embedding():
     assert got.shape == cls.shape == (3, net.cls_dim)
     np.testing.assert_allclose(got, cls, rtol=1e-4, atol=1e-5)
     assert pooled.shape[1] != cls.shape[1] or not np.allclose(pooled, cls)
+
+
+def test_task_targets_share_one_feature_pass(cohort, tmp_path, tiny_encoder_cls):
+    """``task:target`` runs several targets in one evaluation; each model's frozen features are computed once."""
+    from medssl.errors import ConfigError
+    from medssl.eval.compare import split_task
+
+    built = []
+
+    def build(seed):
+        built.append(seed)
+        torch.manual_seed(seed)
+        return tiny_encoder_cls()
+
+    spec = ModelSpec(name="p", build=build, patch_size=(16, 16, 16), spatial_dims=3, pretrained=True,
+                     backbone_name="tiny", backbone_kwargs={}, random_build=build)
+    s = EvalSettings(seeds=(0, 1), label_fraction=1.0, n_boot=20, finetune_classification=False)
+    res = evaluate_models([spec], ["regression:emphysema_pct", "regression:survival_time", "classification:severity"],
+                          cohort, s, out=tmp_path)
+    got = {(r["model"], r["task"], r["target"]) for r in res["summary"] if r["protocol"] == "linear"}
+    assert got == {(m, t, k) for m in ("p", "random-init") for t, k in
+                   (("regression", "emphysema_pct"), ("regression", "survival_time"), ("classification", "severity"))}
+    assert sorted(built) == [0, 0, 1]  # pretrained once, random init once per seed, for all three targets
+    assert split_task("segmentation") == ("segmentation", None)
+    with pytest.raises(ConfigError, match="empty"):
+        split_task("regression:")
