@@ -74,6 +74,9 @@ def check_release_outputs(option: str, outputs: Any, inputs: Any, *, keep_releas
     from .io.outputs import check_output_not_input
 
     outputs = [Path(p) for p in outputs]
+    for out in outputs:
+        if out.is_dir():
+            raise ConfigError(option, f"{out} is a folder; give the file to write")
     check_output_not_input(option, outputs, inputs)
     if keep_releases:
         for out in outputs:

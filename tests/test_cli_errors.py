@@ -75,6 +75,9 @@ OPTION_CASES = {
     "evaluate --seeds -1": (["evaluate", "--checkpoint", "random:resnet", "--task", "classification",
                              "--data", "{manifest}", "--out", "{root}/ev", "--seeds", "0,-1"], "--seeds"),
     "export --to onnx": (["export", "{file}", "--to", "onnx", "--out", "{root}/x.pt"], "--to"),
+    "synth --xray-size -4": (["synth", "--out", "{root}/s", "--preset", "tiny", "--xray-size", "-4"], "--xray-size"),
+    "synth --n 0": (["synth", "--out", "{root}/s", "--preset", "tiny", "--n", "0"], "--n"),
+    "synth --out a file": (["synth", "--out", "{file}", "--preset", "tiny", "--n", "1"], "--out"),
 }
 CONFIG_CASES = {
     "negative lr": ("optim.lr=-1", "optim.lr"),
@@ -106,6 +109,12 @@ def test_bad_config_values_exit_2_naming_the_key(capsys, name):
     override, key = CONFIG_CASES[name]
     code, err = run(["pretrain", "--config", TINY, override, "--print-config"], capsys)
     assert code == 2 and key in err and err.startswith("error: config key")
+
+
+def test_run_dir_that_is_a_file(data, capsys):
+    code, err = run(["pretrain", "--config", TINY, f"run_dir={data['file']}", f"data.manifest={data['manifest']}",
+                     f"data.cache={data['cache']}", "trainer.accelerator=cpu"], capsys)
+    assert code == 2 and "config key 'run_dir'" in err and str(data["file"]) in err
 
 
 def test_good_config_still_prints(capsys):

@@ -41,9 +41,12 @@ def register(app: typer.Typer) -> None:
 
             if needs_cache(cfg):
                 raise ConfigError("data.manifest", "is required (add data.manifest=DIR/manifest.jsonl)")
-        from .options import check_accelerator
+        from .options import check_accelerator, check_output_dir
 
         check_accelerator(cfg.trainer.accelerator, cfg.trainer.devices)
+        check_output_dir("run_dir", cfg.run_dir)
+        if cfg.data.cache is not None:
+            check_output_dir("data.cache", cfg.data.cache)
         from ..train.trainer import fit
 
         summary = fit(cfg, resume=resume)

@@ -21,8 +21,15 @@ def register(app: typer.Typer) -> None:
         unpaired: int = typer.Option(-1, "--unpaired", help="Extra X-rays of further patients (-1: as many as --n)."),
     ) -> None:
         """Synthesise chest CT patients: volumes, organ and lesion labels, reports, patients.csv, manifest."""
+        from ..errors import ConfigError
         from ..synth import generate_cohort
+        from .options import check_output_dir
 
+        if n < 1:
+            raise ConfigError("--n", f"number of patients must be >= 1, got {n}")
+        if xray_size < 0:
+            raise ConfigError("--xray-size", f"must be >= 0 pixels (0: the preset's size), got {xray_size}")
+        check_output_dir("--out", out)
         n_unpaired = (n if unpaired < 0 else unpaired) if xrays else 0
         manifest = generate_cohort(out, n=n, seed=seed, preset=preset, progress=progress, workers=workers,
                                    xrays=xrays, xray_size=xray_size or None, n_unpaired=n_unpaired)
