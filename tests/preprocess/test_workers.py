@@ -73,3 +73,19 @@ def test_tmp_names_carry_pid_and_machine():
     cid, pid, host = process_mod._tmp_owner(name)
     assert (cid, pid) == ("a-b.c", os.getpid()) and host == process_mod._host_tag()
     assert process_mod.pid_alive(os.getpid()) and not process_mod.pid_alive(_dead_pid())
+
+
+def test_a_bad_case_in_the_processing_stage_under_workers(tmp_path, cohort):
+    """The fingerprint of a first shard is reused, so the damaged case fails in a processing worker."""
+    manifest = cohort.ct_cohort(tmp_path / "d", 4)
+    out = tmp_path / "c"
+    preprocess_manifest(manifest, out, spacing=(2, 2, 2), shard=(0, 2), progress=False)  # case00, case02
+    bad = tmp_path / "d" / "images" / "case03.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(DataError) as info:
+        preprocess_manifest(manifest, out, spacing=(2, 2, 2), shard=(1, 2), workers=2, progress=False)
+    assert info.value.path == bad
+    report = preprocess_manifest(manifest, out, spacing=(2, 2, 2), shard=(1, 2), workers=2, skip_bad=True,
+                                 progress=False)
+    assert report.processed == ["case01"] or "case01" in report.reused
+    assert [s["id"] for s in report.skipped] == ["case03"]
