@@ -15,7 +15,10 @@ from medssl.io.limits import DEFAULT_MAX_VOXELS, MAX_VOXELS_ENV, check_voxels, m
 
 @pytest.fixture(autouse=True)
 def _default_limit(monkeypatch):
-    monkeypatch.delenv(MAX_VOXELS_ENV, raising=False)  # restored after the test, also when the CLI set it
+    # setenv first so that monkeypatch records the original state and restores it after the test,
+    # also when `--max-voxels` (which sets the variable for worker processes) changed it
+    monkeypatch.setenv(MAX_VOXELS_ENV, str(DEFAULT_MAX_VOXELS))
+    monkeypatch.delenv(MAX_VOXELS_ENV)
 
 
 def nifti_header(dims=(1000, 1000, 1000), datatype=4, bitpix=16):
