@@ -66,6 +66,8 @@ class ViTBackbone(MonaiExportMixin, Backbone):
         from monai.networks.nets import ViT
 
         self.net = ViT(**self._monai_kwargs)
+        for blk in self.net.blocks:  # MONAI builds this norm even without cross-attention; it is never used
+            blk.norm_cross_attn.requires_grad_(False)
         n_out = min(4, num_layers)
         self.out_indices = sorted({round((i + 1) * num_layers / n_out) - 1 for i in range(n_out)})
         self.feature_channels = [hidden_size] * len(self.out_indices)

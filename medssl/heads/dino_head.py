@@ -9,6 +9,8 @@ first epoch(s).
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,16 +53,22 @@ class DINOHead(nn.Module):
             self.last_layer.parametrizations.weight.original0.requires_grad = False
 
     def freeze_last_layer(self, frozen: bool) -> None:
-        """While frozen, no gradient reaches the last layer (DINO freezes it for the first epoch).
+        """While frozen, the last layer must not change (DINO freezes it for the first epoch).
 
-        The parameters stay ``requires_grad=True`` so optimisers and DDP see a
-        fixed set; their gradients are simply None while frozen.
+        The layer still takes part in the forward pass, so under DDP every
+        parameter gets a gradient each step; the trainer drops the gradients of
+        :meth:`frozen_parameters` after the backward pass (DINO's
+        ``cancel_gradients_last_layer``), so the optimiser skips them.
         """
         self.last_layer_frozen = bool(frozen)
+
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        """The trainable parameters of the last layer while it is frozen, else none."""
+        if not self.last_layer_frozen:
+            return []
+        return [p for p in self.last_layer.parameters() if p.requires_grad]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.mlp(x)  # [B, bottleneck]
         z = F.normalize(z, dim=-1, p=2)
-        if self.last_layer_frozen:
-            return F.linear(z, self.last_layer.weight.detach())  # [B, out_dim]
         return self.last_layer(z)  # [B, out_dim]

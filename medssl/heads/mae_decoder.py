@@ -31,6 +31,8 @@ class MAEDecoder(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList([TransformerBlock(dim, 4 * dim, num_heads, 0.0, qkv_bias=True) for _ in range(depth)])
+        for blk in self.blocks:  # MONAI builds this norm even without cross-attention; it is never used
+            blk.norm_cross_attn.requires_grad_(False)
         self.norm = nn.LayerNorm(dim)
         self.pred = nn.Linear(dim, patch_voxels)
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _dist
+
 
 @torch.no_grad()
 def spherical_kmeans(
@@ -119,9 +121,14 @@ class DeepClusterLoss(nn.Module):
 
     @torch.no_grad()
     def push(self, emb: torch.Tensor) -> None:
-        """Write ``emb: [B, D]`` (normalised) into the FIFO bank."""
+        """Write ``emb: [B, D]`` (normalised) of every rank into the FIFO bank.
+
+        Under DDP each rank writes the embeddings of all ranks (rank order),
+        so the banks, and the k-means on them, stay identical across ranks and
+        hold what one process with the global batch would hold.
+        """
         n = self.bank.shape[0]
-        emb = F.normalize(emb.detach().float(), dim=1)[-n:]
+        emb = _dist.gather_no_grad(F.normalize(emb.detach().float(), dim=1))[-n:]
         idx = (self.ptr + torch.arange(emb.shape[0], device=emb.device)) % n
         self.bank[idx] = emb.to(self.bank.dtype)
         self.ptr.copy_((self.ptr + emb.shape[0]) % n)

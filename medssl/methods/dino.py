@@ -74,6 +74,9 @@ class DINO(Method):
         self._teacher_temp_now = float(sched.get("teacher_temp", self.teacher_temp))
         self.head.freeze_last_layer(step < self.freeze_last_layer_steps)
 
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        return self.head.frozen_parameters()  # the last layer during the first freeze_last_layer_steps
+
     def _student(self, views: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         if not views:
             return []

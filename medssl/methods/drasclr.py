@@ -159,6 +159,9 @@ class DrasCLR(Method):
             self.queues.enqueue(gather_no_grad(k), gather_no_grad(loc_index))
         self._pending.clear()
 
+    def on_skipped_step(self, step: int, sched: Mapping[str, float]) -> None:
+        self._pending.clear()  # the keys of a skipped step never enter the queues
+
     def view_generator(self) -> DrasCLRViews:
         return DrasCLRViews(translate=self.translate)
 

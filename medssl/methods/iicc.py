@@ -30,7 +30,7 @@ stage_steps[1])`` ``mask`` only, then ``inter`` only.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,8 @@ class IICC(Method):
         self.view_kwargs = dict(slice_size=slice_size, global_size=tuple(global_size), local_size=tuple(local_size),
                                 n_global=n_global, n_local=n_local, xray_prob=xray_prob)
         self.n_global, self.seed, self._step = int(n_global), int(seed), 0
+        # staged training (or a term switched off) leaves whole heads out of some steps
+        self.ddp_find_unused_parameters = schedule == "staged" or min(self.weights.values()) <= 0
 
     # -- schedule ------------------------------------------------------------------------------
     def active_terms(self, step: Optional[int] = None) -> Dict[str, float]:
@@ -139,6 +141,9 @@ class IICC(Method):
         self._step = int(step)
         self.cluster2d.on_before_step(step)
         self.cluster3d.on_before_step(step)
+
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        return self.cluster2d.frozen_parameters() + self.cluster3d.frozen_parameters()
 
     @torch.no_grad()
     def on_after_step(self, step: int, sched: Mapping[str, float]) -> None:

@@ -12,7 +12,7 @@ set it to 2 to train the slice encoder ``slice_resnet`` on slices or X-rays.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -64,6 +64,9 @@ class _ClusteringBaseline(Method):
 
     def on_before_step(self, step: int, sched: Mapping[str, float]) -> None:
         self.objective.on_before_step(step)
+
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        return self.objective.frozen_parameters()
 
     def training_step(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
         crops = list(batch["global_views"]) + [c for c in batch.get("local_views", []) if isinstance(c, torch.Tensor)]

@@ -2,8 +2,9 @@
 
 ``ClusteringObjective(kind="swav")``: trainable prototypes (Caron et al.,
 NeurIPS 2020), Sinkhorn codes of the ``n_code_views`` first views, swapped
-prediction; prototypes renormalised before each step and frozen (no
-gradient) for the first ``freeze_prototypes_steps`` steps.
+prediction; prototypes renormalised before each step and frozen for the
+first ``freeze_prototypes_steps`` steps (listed by :meth:`frozen_parameters`,
+whose gradients the trainer drops, as SwAV's ``p.grad = None``).
 
 ``ClusteringObjective(kind="deepcluster")``: DeepCluster-V2, spherical
 k-means over a memory bank with several heads; centroids are the (untrained)
@@ -14,7 +15,7 @@ Both take a list of embeddings ``[B, D]`` per view and return a scalar.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,12 +71,15 @@ class ClusteringObjective(nn.Module):
         else:
             self.dc.step(step)
 
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        """SwAV: the prototypes during the first ``freeze_prototypes_steps`` steps, else none."""
+        if self.kind == "swav" and self._step < self.freeze_steps:
+            return [self.prototypes.layer.weight]
+        return []
+
     def scores(self, z: torch.Tensor) -> torch.Tensor:
-        """SwAV: ``z: [B, D] -> [B, K]`` cosine scores (prototype weights detached while frozen)."""
-        w = self.prototypes.layer.weight
-        if self.training and self._step < self.freeze_steps:
-            w = w.detach()
-        return F.linear(F.normalize(z, dim=1), w)
+        """SwAV: ``z: [B, D] -> [B, K]`` cosine scores against the prototypes."""
+        return F.linear(F.normalize(z, dim=1), self.prototypes.layer.weight)
 
     def forward(self, views: Sequence[torch.Tensor], n_code_views: int = 2) -> torch.Tensor:
         if self.kind == "swav":

@@ -61,7 +61,8 @@ class MoCo(Method):
     buffer, so DDP never re-broadcasts it); every rank enqueues the keys of
     all ranks. Save and restore it with ``extra_state`` /
     ``load_extra_state``. Keys of a step are enqueued in ``on_after_step``,
-    after the backward pass that used the old queue.
+    after the backward pass that used the old queue, and dropped when the
+    step is skipped.
     """
 
     def __init__(
@@ -115,6 +116,9 @@ class MoCo(Method):
         for k in self._pending:
             self._enqueue(k)
         self._pending = []
+
+    def on_skipped_step(self, step: int, sched: Mapping[str, float]) -> None:
+        self._pending = []  # the keys of a skipped step never enter the queue
 
     def _enqueue(self, k: torch.Tensor) -> None:
         size = self.queue.shape[0]

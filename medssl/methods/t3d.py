@@ -137,6 +137,13 @@ class T3D(Method):
                 int(backbone.feature_channels[-1]), self.text_dim if text_restoration else None, out_channels=backbone.in_channels,
                 stride=stride, dim=decoder_dim, depth=decoder_depth, heads=decoder_heads, channels=decoder_channels)
         self.views = T3DViews(cell=cell, ratio=corrupt_ratio, kinds=tuple(corruptions))
+        # the heads of a term that is off never get a gradient: not trainable, so that DDP (which
+        # reduces every trainable parameter) and the optimiser leave them out
+        idle = [self.pool, self.volume_proj, self.text_proj, self.siglip] if self.align_weight <= 0 else []
+        idle += [self.crop_proj] if self.crop_weight <= 0 else []
+        for module in idle:
+            if module is not None:
+                module.requires_grad_(False)
 
     # -- pieces ------------------------------------------------------------------------------
     def aggregate(self, h: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from the decoder's cls token (MiT-``cls_dim`` = 48) through the DINO head:
   ``use_slices=False`` (ablation) keeps vol<->vol only.
 
 On X-ray steps only the 2D path and the shared transformer train; the
-3D-only parameters get no gradient and the teacher's copies do not move.
+3D-only parameters are frozen (no update, no weight decay) and the teacher's copies do not move.
 The centre is updated once per step with all teacher outputs of the step.
 """
 
@@ -134,7 +134,7 @@ class UniMiSS(UniMiSSBase):
             loss = terms["loss_xr"] if loss is None else loss + terms["loss_xr"]
         self.update_center(teacher_all)
         out = self.logs(terms)
-        out["loss"] = loss
+        out["loss"] = self.with_idle_paths(loss)
         out["dims"] = float(sum(dims))  # 2: X-ray step, 3: CT without slices, 5: CT with slices / mixed
         return out
 

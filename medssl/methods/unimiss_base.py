@@ -4,7 +4,10 @@ Student = the MiT / MiT+ backbone + a DINO head; teacher = an EMA copy of
 both (kept in eval mode, so stochastic depth never fires in it); one DINO
 centre, updated once per step from every teacher output of the step.
 Each step trains only the dimensionality paths its batch used: the other
-path's parameters get no gradient (frozen), and the teacher's EMA skips them.
+path's parameters are frozen (listed in ``frozen_parameters``, so the
+trainer drops their gradients), and the teacher's EMA skips them. Under DDP
+the idle path joins the loss with weight 0, so that every parameter gets a
+gradient on every rank, as DDP requires.
 The release checkpoint's encoder is the teacher by default (``export_teacher``),
 as DINO evaluates the teacher (the released UniMiSS fine-tuning loaded the student).
 """
@@ -21,7 +24,8 @@ from ..heads import DINOHead
 from ..losses import DINOLoss
 from .base import Method, ViewGenerator
 from .moco import frozen_copy
-from .unimiss_common import ema_update_paths, set_paths_trainable, to_channels
+from ..losses import _dist
+from .unimiss_common import ema_update_paths, idle_path_parameters, to_channels
 
 
 class UniMiSSBase(Method):
@@ -63,7 +67,8 @@ class UniMiSSBase(Method):
         self.encoder_prefix = "teacher." if export_teacher else "encoder."
         self.channels_2d = int(backbone.in_channels_by_path[2])
         self._tt = self.teacher_temp
-        self._dims: Set[int] = {2, 3}
+        self._dims: Set[int] = {2, 3}  # the paths the step trains (on any rank)
+        self._local_dims: Set[int] = {2, 3}  # the paths this rank's batch goes through
         self.views = dict(views or {})
         self.teacher.eval()
 
@@ -95,9 +100,35 @@ class UniMiSSBase(Method):
         return list(fn(torch.cat(list(views))).chunk(len(views)))
 
     def use_paths(self, dims: Set[int]) -> None:
-        """Train only the parameters of ``dims`` (and the shared ones) in this step."""
+        """Train only the parameters of ``dims`` (and the shared ones) in this step.
+
+        Under DDP the step trains the union of the ranks' paths, so that the
+        frozen set and the teacher's EMA are the same on every rank.
+        """
+        self._local_dims = set(dims)
+        if _dist.is_distributed():
+            dev = next(self.encoder.parameters()).device
+            used = _dist.all_reduce_sum(torch.tensor([2 in dims, 3 in dims], dtype=torch.float32, device=dev))
+            dims = {d for d, n in zip((2, 3), used.tolist()) if n > 0}
         self._dims = set(dims)
-        set_paths_trainable(self.encoder, self._dims)
+
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        """The idle path's parameters (and the head's last layer while it is frozen)."""
+        return self.head.frozen_parameters() + idle_path_parameters(self.encoder, self._dims)
+
+    def with_idle_paths(self, loss: torch.Tensor) -> torch.Tensor:
+        """Under DDP, ``loss + 0 * sum(idle path parameters)``: a zero gradient for every parameter.
+
+        DDP needs a gradient for every trainable parameter on every rank; the
+        trainer drops these zero gradients again (``frozen_parameters``), so
+        the update is the one of a single process. A no-op in one process.
+        """
+        if not _dist.is_distributed():
+            return loss
+        idle = idle_path_parameters(self.encoder, self._local_dims)
+        if not idle:
+            return loss
+        return loss + 0.0 * torch.stack([p.sum() for p in idle]).sum().to(loss.dtype)
 
     def update_center(self, teacher_out: Sequence[torch.Tensor]) -> None:
         if self.training and teacher_out:
@@ -113,11 +144,6 @@ class UniMiSSBase(Method):
         m = float(sched.get("ema_momentum", self.momentum))
         ema_update_paths(self.teacher, self.encoder, m, self._dims)
         ema_update_paths(self.teacher_head, self.head, m, self._dims)
-
-    def trainable_parameters(self):
-        # every student parameter that can train at some step (path freezing toggles requires_grad per step)
-        return ((n, p) for n, p in self.named_parameters()
-                if not n.startswith(("teacher.", "teacher_head.")) and (p.requires_grad or n.startswith("encoder.")))
 
     def view_generator(self) -> ViewGenerator:
         from ..views.unimiss_views import UniMiSSViews

@@ -26,16 +26,19 @@ def param_path(name: str) -> Optional[int]:
     return None
 
 
-def set_paths_trainable(module: nn.Module, dims: Collection[int]) -> None:
-    """Path-specific parameters train only when their path is in ``dims``; shared ones are untouched.
+def idle_path_parameters(module: nn.Module, dims: Collection[int]) -> List[nn.Parameter]:
+    """The parameters of the paths not in ``dims`` (those a step on ``dims`` leaves alone).
 
-    A frozen parameter gets no gradient, so AdamW skips it entirely: no weight
-    decay, no moment update (the released code let them drift during 2D epochs).
+    The trainer drops their gradients (the method lists them in
+    ``frozen_parameters``), so AdamW skips them entirely: no weight decay, no
+    moment update (the released code let them drift during 2D epochs).
     """
+    out = []
     for name, p in module.named_parameters():
         path = param_path(name)
-        if path is not None:
-            p.requires_grad_(path in dims)
+        if path is not None and path not in dims and p.requires_grad:
+            out.append(p)
+    return out
 
 
 @torch.no_grad()

@@ -194,5 +194,5 @@ class UniMiSSPlus(UniMiSSBase):
             loss = xr_loss if loss is None else loss + xr_loss
         self.update_center(teacher_all)
         out = self.logs(terms)
-        out["loss"] = loss
+        out["loss"] = self.with_idle_paths(loss)
         return out

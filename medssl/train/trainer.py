@@ -7,12 +7,27 @@ step ``step``::
 
     sched = schedule_values(step)                    # lr, wd, EMA momentum, teacher temp
     method.on_before_step(step, sched)
+    snapshot the method's buffers
     for each of `accumulate` micro-batches:          # gradients synced on the last only
         out = method.training_step(batch); backward(out["loss"] / accumulate)
-    if the loss is NaN/Inf on any rank: skip the update (warn; stop after max_bad_steps in a row)
-    clip gradients (trainer.grad_clip); optimiser step
-    method.on_after_step(step, sched)                # EMA teachers, queues
+    if the loss is NaN/Inf on any rank:              # skip the update (warn; stop after max_bad_steps in a row)
+        restore the buffers; method.on_skipped_step(step, sched)
+    else:
+        drop the gradients of method.frozen_parameters()
+        clip gradients (trainer.grad_clip); optimiser step
+        method.on_after_step(step, sched)            # EMA teachers, queues
     log; checkpoint every N steps; stop at max_steps or the time budget
+
+A skipped step leaves the method as it was: buffers that changed inside
+``training_step`` (DINO centre, DeepCluster bank, batch-norm statistics)
+are restored, and state kept outside buffers commits only in
+``on_after_step``. Under DDP the model is wrapped with
+``find_unused_parameters=True`` only when the method says it needs it
+(``method.ddp_find_unused_parameters``); see :mod:`medssl.methods.base`.
+
+Resuming compares the config with the checkpoint's and refuses changed
+hyper-parameters unless ``trainer.allow_config_change`` (see
+:mod:`medssl.train.resume`).
 
 The online kNN probe (:mod:`medssl.train.knn_probe`, ``eval.knn_every > 0``)
 runs on rank 0 before the first step, whenever :func:`probe_due` says the
@@ -41,7 +56,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, config_to_dict, save_config
-from ..errors import ConfigError, MedsslError
+from ..errors import CheckpointError, ConfigError, MedsslError
 from ..io.atomic import write_text_atomic
 from ..runtime import tune_cpu_allocator
 from .build import build_method, build_source, cache_path, data_meta, ensure_cache, needs_cache
@@ -49,6 +64,7 @@ from .data import StepBatchSampler, StepDataset, build_loader
 from .knn_probe import collect_probe_set, knn_probe, probe_due
 from .logging import RunLogger, write_curves
 from .optim import apply_schedule, build_optimizer
+from .resume import check_resume_config, segment_file, stale_segment_files
 from .schedules import schedule_values
 from .state import FORMAT, load_state, rng_state, save_state, set_rng_state
 
@@ -68,13 +84,65 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
     random.seed(s)
 
 
-def _make_fabric(cfg: RunConfig) -> Any:
+# DDP strategy names and their process start method, for re-creating them with find_unused_parameters
+_DDP_START = {"auto": "popen", "ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+
+def _make_fabric(cfg: RunConfig, find_unused: bool = False) -> Any:
     from lightning_fabric import Fabric
+    from lightning_fabric.strategies import DDPStrategy
 
     t = cfg.trainer
     if t.precision not in PRECISIONS:
         raise ConfigError("trainer.precision", f"'{t.precision}' is not one of 32, bf16-mixed, 16-mixed")
-    return Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=PRECISIONS[t.precision])
+    kw = dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=PRECISIONS[t.precision])
+    fabric = Fabric(strategy=t.strategy, **kw)
+    if find_unused and t.strategy in _DDP_START and type(fabric.strategy) is DDPStrategy:
+        # the method leaves some trainable parameters out of some steps (method.ddp_find_unused_parameters)
+        fabric = Fabric(strategy=DDPStrategy(start_method=_DDP_START[t.strategy], find_unused_parameters=True), **kw)
+    return fabric
+
+
+def _snapshot_buffers(method: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Copies of every buffer, to undo what a skipped step changed."""
+    return {name: b.detach().clone() for name, b in method.named_buffers()}
+
+
+@torch.no_grad()
+def _restore_buffers(method: torch.nn.Module, saved: Dict[str, torch.Tensor]) -> None:
+    for name, value in saved.items():
+        method.get_buffer(name).copy_(value)
+
+
+def _run_config(state: Dict[str, Any], run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The config the checkpoint was written with (``RUN/config.yaml`` for checkpoints that predate the record)."""
+    if isinstance(state.get("config"), dict):
+        return state["config"]
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError("run_dir", f"{path}: cannot read the config of the run being resumed ({exc})") from None
+    return raw if isinstance(raw, dict) else None
+
+
+def _load_method_state(method: torch.nn.Module, state: Dict[str, Any], last: Path) -> None:
+    """``method.load_state_dict`` with an error that names the keys that do not fit (another architecture)."""
+    ckpt, own = state["method"], method.state_dict()
+    missing = [k for k in own if k not in ckpt]
+    unexpected = [k for k in ckpt if k not in own]
+    shapes = [f"{k} {list(ckpt[k].shape)} vs {list(own[k].shape)}" for k in own
+              if k in ckpt and hasattr(ckpt[k], "shape") and tuple(ckpt[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes)) if keys]
+        raise CheckpointError(f"{last}: the checkpoint's weights do not fit the configured method and backbone "
+                              f"({'; '.join(parts)}); resume with the run's own method/backbone settings or use another run_dir")
+    method.load_state_dict(ckpt)
 
 
 def _check(cfg: RunConfig) -> None:
@@ -107,16 +175,26 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     last = run_dir / "checkpoints" / "last.pt"
     if resume is True and not last.is_file():
         raise ConfigError("--resume", f"no checkpoint to resume from at {last}")
-    fabric = _make_fabric(cfg)
+    resuming = resume is not False and last.is_file()
+    state: Optional[Dict[str, Any]] = load_state(last) if resuming else None
+    segments = [{"config": segment_file(1), "from_step": 0}]
+    if state is not None:  # the same run, or a new config segment of it (trainer.allow_config_change)
+        segments = [dict(s) for s in state.get("config_segments", segments)]
+        changed = check_resume_config(_run_config(state, run_dir), config_to_dict(cfg), run_dir=run_dir, allow_change=t.allow_config_change)
+        if changed:
+            segments.append({"config": segment_file(len(segments) + 1), "from_step": int(state["step"]), "changed": changed})
+
+    # -- model (before the Fabric: the method says whether DDP must look for unused parameters)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    if method is None:
+        method = build_method(cfg)
+    fabric = _make_fabric(cfg, find_unused=bool(getattr(method, "ddp_find_unused_parameters", False)))
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
     if cfg.data.batch_size % (world * t.accumulate) != 0:
         raise ConfigError("data.batch_size", f"{cfg.data.batch_size} is not divisible by devices x accumulate = {world} x {t.accumulate}")
 
-    # -- model, data, optimiser ---------------------------------------------------------
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    if method is None:
-        method = build_method(cfg)
+    # -- data, optimiser ----------------------------------------------------------------
     if t.grad_checkpointing:
         method.encoder.set_grad_checkpointing(True)
     if source is None:
@@ -135,13 +213,14 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     # -- resume ------------------------------------------------------------------------
     start_step, samples_seen, elapsed_before, bad = 0, 0, 0.0, 0
     probe_before, probes_before = 0.0, 0  # seconds and count of online probes before a resume
-    resuming = resume is not False and last.is_file()
-    if resuming:
-        state = load_state(last)
-        method.load_state_dict(state["method"])
+    if state is not None:
+        _load_method_state(method, state, last)
         if hasattr(method, "load_extra_state") and "method_extra" in state:
             method.load_extra_state(state["method_extra"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{last}: the optimiser state does not fit the configured optimiser ({exc})") from None
         if state.get("precision"):
             fabric.strategy.precision.load_state_dict(state["precision"])
         set_rng_state(state["rng"])
@@ -149,6 +228,10 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         elapsed_before, bad = float(state["elapsed_s"]), int(state["bad_steps"])
         probe_before, probes_before = float(state.get("probe_s", 0.0)), int(state.get("probes", 0))
         fabric.print(f"resuming {run_dir} at step {start_step}")
+        if len(segments) > 1 and segments[-1]["from_step"] == start_step and "changed" in segments[-1]:
+            fabric.print(f"config segment {len(segments)} ({segments[-1]['config']}) from step {start_step}: "
+                         f"{', '.join(segments[-1]['changed'])} changed (trainer.allow_config_change)")
+        state = None  # the loaded tensors are in the model and optimiser now
 
     G = cfg.data.batch_size
     sampler = StepBatchSampler(global_batch=G, world_size=world, rank=rank, accumulate=t.accumulate, start_step=start_step, max_steps=t.max_steps)
@@ -156,7 +239,9 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     loader = fabric.setup_dataloaders(build_loader(dataset, sampler, num_workers=cfg.data.num_workers, seed=cfg.seed), use_distributed_sampler=False)
     logger = None
     if fabric.is_global_zero:
-        save_config(cfg, run_dir / "config.yaml")
+        for stale in stale_segment_files(run_dir, keep=len(segments)):  # of an earlier run in this folder
+            stale.unlink()
+        save_config(cfg, run_dir / segments[-1]["config"])  # earlier segments' files stay as they are
         logger = RunLogger(run_dir, start_step=start_step, max_steps=t.max_steps, tensorboard=t.tensorboard, progress_bar=t.progress_bar,
                            resume=resuming, time_budget_s=t.time_budget_s, elapsed_s=elapsed_before)
 
@@ -191,6 +276,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
                 "probe_s": probe_before + probe["s"], "probes": probes_before + probe["count"],
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "precision": fabric.strategy.precision.state_dict(), "rng": rng_state(),
+                "config": config_to_dict(cfg), "config_segments": segments,
             }
             if hasattr(method, "extra_state"):
                 state["method_extra"] = method.extra_state()
@@ -212,6 +298,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         sched = schedule_values(step, total_steps=t.max_steps, optim=cfg.optim, schedules=cfg.schedules)
         apply_schedule(optimizer, sched)
         method.on_before_step(step, sched)
+        buffers_before = _snapshot_buffers(method)  # restored if the step is skipped
 
         logs: Dict[str, float] = {}
         finite = True
@@ -230,12 +317,16 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         samples_seen += G
 
         n_bad_ranks = fabric.all_reduce(torch.tensor(0.0 if finite else 1.0, device=fabric.device), reduce_op="sum")
-        if float(n_bad_ranks) > 0:  # skip the update on every rank
+        if float(n_bad_ranks) > 0:  # skip the update on every rank; the method's state stays as it was
             optimizer.zero_grad(set_to_none=True)
+            _restore_buffers(method, buffers_before)
+            method.on_skipped_step(step, sched)
             bad += 1
             warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({bad} in a row)")
         else:
             bad = 0
+            for p in method.frozen_parameters():  # after DDP's all-reduce: the optimiser skips them
+                p.grad = None
             if t.grad_clip is not None:
                 fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip)
             optimizer.step()
@@ -282,6 +373,8 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         "precision": t.precision, "probe_s": probe_s, "probe_share": probe_s / wall if wall > 0 else 0.0,
         "probes": probes_before + probe["count"],
     }
+    if len(segments) > 1:
+        summary["config_segments"] = segments
     if probe["final"] is not None:
         summary["probe_label"] = ev.knn_label
         summary.update({f"final_{k}": v for k, v in probe["final"].items()})

@@ -21,13 +21,19 @@ def test_dino_head_last_layer_has_unit_rows_and_freezes():
     out = head(x)
     assert tuple(out.shape) == (4, 12) and out.abs().max() <= 1.0 + 1e-5
     torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(12))
+    v = head.last_layer.parametrizations.weight.original1
     head.freeze_last_layer(True)
+    assert head.frozen_parameters() == [v]  # the trainable direction V; the norm g is fixed anyway
     head(x).sum().backward()
-    assert all(p.grad is None for p in head.last_layer.parameters())
-    assert head.mlp[0].weight.grad is not None
+    assert v.grad is not None  # still in the graph (DDP needs every parameter every step) ...
+    for p in head.frozen_parameters():  # ... and the trainer drops the gradient
+        p.grad = None
+    opt = torch.optim.AdamW(p for p in head.parameters() if p.requires_grad)
+    v0, w0 = v.detach().clone(), head.mlp[0].weight.detach().clone()
+    opt.step()
+    assert torch.equal(v, v0) and not torch.equal(head.mlp[0].weight, w0)
     head.freeze_last_layer(False)
-    head(x).sum().backward()
-    assert head.last_layer.parametrizations.weight.original1.grad is not None
+    assert head.frozen_parameters() == []
 
 
 def test_prototypes_are_cosine_scores():

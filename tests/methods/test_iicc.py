@@ -127,9 +127,13 @@ def test_prototypes_frozen_for_the_first_steps(batch):
     w0 = m.cluster2d.prototypes.layer.weight.detach().clone()
     m.on_before_step(0, {})
     m.training_step(batch)["loss"].backward()
-    assert m.cluster2d.prototypes.layer.weight.grad is None
+    protos = [m.cluster2d.prototypes.layer.weight, m.cluster3d.prototypes.layer.weight]
+    assert {id(p) for p in m.frozen_parameters()} == {id(p) for p in protos}  # the trainer drops their gradients
+    assert all(p.grad is not None for p in protos)  # but they are in the graph (DDP)
+    m.zero_grad(set_to_none=True)
     m.on_before_step(2, {})
     m.training_step(batch)["loss"].backward()
+    assert m.frozen_parameters() == []
     assert m.cluster2d.prototypes.layer.weight.grad.abs().sum() > 0
     assert torch.allclose(m.cluster2d.prototypes.layer.weight.norm(dim=1), torch.ones(8)) and not torch.equal(w0, m.cluster2d.prototypes.layer.weight)
 

@@ -54,7 +54,7 @@ def test_killed_run_resumes_to_identical_losses(tmp_path):
     assert (run / "checkpoints" / "last.pt").is_file()
     assert not (run / "summary.json").exists()
 
-    resumed = fit(toy_config(run, **common))  # resume=None: picks up last.pt
+    resumed = fit(toy_config(run, **common, **{"method.step_delay": 0.25}))  # the run's own config; resume=None: picks up last.pt
     assert resumed["steps_done"] == 12 and resumed["samples_seen"] == 12 * 8
 
     a, b = read_rows(tmp_path / "ref" / "metrics.csv"), read_rows(run / "metrics.csv")
