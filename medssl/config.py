@@ -243,7 +243,7 @@ RANGES: Dict[str, tuple] = {
     "data.num_workers": (0, None, False, False),
     "trainer.num_nodes": (1, None, False, False),
     "trainer.max_steps": (0, None, False, False),
-    "trainer.time_budget_s": (0, None, True, False),
+    "trainer.time_budget_s": (0, None, False, False),  # 0: stop after the first step
     "trainer.accumulate": (1, None, False, False),
     "trainer.grad_clip": (0, None, True, False),
     "trainer.checkpoint_every": (1, None, False, False),
