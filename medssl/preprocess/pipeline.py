@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import closing
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -24,10 +24,10 @@ from ..errors import ConfigError, DataError
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..io.jsonfile import read_json
 from ..io.outputs import check_output_folder
+from .cache import case_record
 from .fingerprint import case_fingerprint, combine, target_spacing
 from .inputs import load_cases
 from .intensity import DEFAULT_CT_WINDOW, check_window
-from .cache import case_record
 from .process import Plan, is_finished, process_case, remove_stale_tmp
 
 
