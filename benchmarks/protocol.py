@@ -34,10 +34,11 @@ from medssl.demo import FROZEN, DemoSettings, Eval, Stage, run_demo
 SEG = Eval(("segmentation",), None, 3, {"seg_overlap": 0.0})  # the harness's calibrated fine-tuning (400 steps)
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 #: The powered frozen-feature tasks of the CPU tier: two continuous targets (R^2 / Spearman) and three binary findings
-#: (AUC) over all test patients, plus survival (C-index).
+#: (AUC) over all test patients, plus survival (C-index); features of windows of the pretraining patch size.
 FROZEN_TASKS = (
     Eval(("regression:emphysema_pct", "regression:lung_function", "classification:nodule",
-          "classification:consolidation", "classification:effusion", "survival"), None, 3, FROZEN),
+          "classification:consolidation", "classification:effusion", "survival"), None, 3,
+         {**FROZEN, "feature_mode": "sliding"}),
 )
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
 
