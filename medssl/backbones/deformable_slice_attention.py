@@ -34,7 +34,7 @@ values (``_SampleGroups``, one gather of both neighbours per group), before
 the key/value projections, so those run on M = N / stride rows. The bias MLP
 is evaluated on 2N + 1 offsets, not per (query, key, group) pair, and the
 bias is added to the logits and differentiated in one pass each
-(``_slice_bias_kernels`` on CPU, tensor ops elsewhere) inside one attention
+(``_deformable_kernels`` on CPU, tensor ops elsewhere) inside one attention
 function that keeps for backward only its inputs and the probabilities
 (``_BiasedSliceAttention``). Before this, the MLP ran on every pair
 (``[B, G, N, M, 32]`` hidden activations): the interpolated table equals it
@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _slice_bias_kernels as _kernels
+from . import _deformable_kernels as _kernels
 
 __all__ = ["interp1d", "DeformableSliceAttention", "FullSliceAttention", "VolumeTransformer"]
 
@@ -120,7 +120,10 @@ def split_positions(pos: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tens
 
 
 class _SampleGroups(torch.autograd.Function):
-    """``x: [B, N, D]``, ``lo, w: [B, G, M]`` -> ``[B, M, D]``; keeps ``x`` (which ``to_q`` keeps too), not the samples."""
+    """``x: [B, N, D]``, ``lo, w: [B, G, M]`` -> ``[B, M, D]``; keeps ``x`` (which ``to_q`` keeps too), not the samples.
+
+    One gather of both neighbours (tensor ops) or one loop (CPU) each way.
+    """
 
     @staticmethod
     def _rows(x, lo):
@@ -133,15 +136,20 @@ class _SampleGroups(torch.autograd.Function):
     def forward(ctx, x, lo, w):
         b, n, d = x.shape
         g, m = lo.shape[1:]
+        ctx.save_for_backward(x, lo, w)
+        if _kernels.supported(x):
+            return _kernels.sample(x, lo, w)
         idx = _SampleGroups._rows(x, lo)
         pair = x.reshape(b * n * g, d // g)[idx]  # [2, B, G, M, D/G]: both neighbours in one gather
         out = torch.lerp(pair[0], pair[1], w.unsqueeze(-1).to(x.dtype))
-        ctx.save_for_backward(x, lo, w)
         return out.permute(0, 2, 1, 3).reshape(b, m, d)
 
     @staticmethod
     def backward(ctx, grad):
         x, lo, w = ctx.saved_tensors
+        if _kernels.supported(x):
+            dx, dw = _kernels.sample_grad(grad, x, lo, w)
+            return dx, None, dw
         b, n, d = x.shape
         g, m = lo.shape[1:]
         idx = _SampleGroups._rows(x, lo)
@@ -193,7 +201,7 @@ def interpolated_bias(table: torch.Tensor, lo: torch.Tensor, w: torch.Tensor, n:
 
 
 def _bias_grad_torch(ds: torch.Tensor, table: torch.Tensor, lo: torch.Tensor, w: torch.Tensor):
-    """Tensor-op version of :func:`_slice_bias_kernels.bias_grad` (any device): ``ds: [B, H, N, M]`` -> (dw, dtable)."""
+    """Tensor-op version of :func:`_deformable_kernels.bias_grad` (any device): ``ds: [B, H, N, M]`` -> (dw, dtable)."""
     b, h, n, m = ds.shape
     g = lo.shape[1]
     dst = ds.transpose(-1, -2)  # [B, H, M, N]
@@ -215,7 +223,7 @@ class _BiasedSliceAttention(torch.autograd.Function):
     ``table: [H, 2N + 1]``. Keeps the queries, head-major keys and values and
     the probabilities ``[B, H, N, M]`` (M / head_dim the size of the queries);
     the logits and the bias are never kept. On CPU the bias is added and
-    differentiated by the loops of ``_slice_bias_kernels``.
+    differentiated by the loops of ``_deformable_kernels``.
     """
 
     @staticmethod
@@ -275,18 +283,21 @@ def _conv_taps(n: int, m: int, kernel: int, stride: int, pad: int):
 
 
 class _OffsetNet(torch.autograd.Function):
-    """``tanh(proj(GELU(depthwise_conv(x))))`` along the slices, keeping only its input and the conv output.
+    """``tanh(proj(GELU(depthwise_conv(x))))`` along the slices, keeping only its input and output.
 
     ``x: [B, G, N, C]`` (each group's query channels), ``w: [C, k]``,
     ``b, v: [C]`` -> ``[B, G, M]``. The same function as
     ``Conv1d(C, C, k, stride, pad, groups=C) -> GELU -> Conv1d(C, 1, 1)`` on
     ``[B*G, C, N]`` then ``tanh``, written as ``k`` strided multiply-adds so
-    that neither a transposed copy of the queries nor the padding is made;
-    the conv output is recomputed in backward.
+    that neither a transposed copy of the queries nor the padding is made
+    (on CPU one loop over the queries each way); the conv output is
+    recomputed in backward.
     """
 
     @staticmethod
-    def _conv(x, w, b, taps, stride, m):
+    def _conv(x, w, b, taps, stride, pad, m):
+        if _kernels.supported(x):
+            return _kernels.depthwise_conv(x, w, b, stride, pad, m)
         bsz, g, _, c = x.shape
         h = b.expand(bsz, g, m, c).clone()  # [B, G, M, C]
         for j, m0, m1, n0 in taps:
@@ -296,21 +307,24 @@ class _OffsetNet(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, v, stride, pad, m):
         taps = _conv_taps(x.shape[2], m, w.shape[1], stride, pad)
-        o = torch.tanh(F.gelu(_OffsetNet._conv(x, w, b, taps, stride, m)) @ v)  # [B, G, M]
+        o = torch.tanh(F.gelu(_OffsetNet._conv(x, w, b, taps, stride, pad, m)) @ v)  # [B, G, M]
         ctx.save_for_backward(x, w, b, v, o)
-        ctx.taps, ctx.stride, ctx.m = taps, stride, m
+        ctx.taps, ctx.stride, ctx.pad, ctx.m = taps, stride, pad, m
         return o
 
     @staticmethod
     def backward(ctx, grad_o):
         x, w, b, v, o = ctx.saved_tensors
         stride = ctx.stride
-        h = _OffsetNet._conv(x, w, b, ctx.taps, stride, ctx.m)  # recomputed: [B, G, M, C]
+        h = _OffsetNet._conv(x, w, b, ctx.taps, stride, ctx.pad, ctx.m)  # recomputed: [B, G, M, C]
         c = x.shape[-1]
         dpre = grad_o * (1 - o * o)  # [B, G, M]
         dv = F.gelu(h).reshape(-1, c).t() @ dpre.reshape(-1)
         dh = torch.ops.aten.gelu_backward(dpre.unsqueeze(-1) * v, h, approximate="none")  # [B, G, M, C]
         db = dh.sum((0, 1, 2))
+        if _kernels.supported(x):
+            dx, dw = _kernels.depthwise_conv_grad(dh, x, w, stride, ctx.pad)
+            return dx, dw, db, dv, None, None, None
         dw = torch.zeros_like(w)
         dx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
         for j, m0, m1, n0 in ctx.taps:

@@ -4,7 +4,7 @@ The re-derivation (``_plain_attention``) samples each group's channels slice
 by slice, evaluates the position-bias MLP written out by hand at the two
 integer offsets around every (query, sampled key) pair and interpolates
 linearly between them, and runs plain softmax attention; the layer's fused
-paths (CPU loops, tensor-op fallback, the offset and sampling functions)
+paths (CPU loops and their tensor-op versions, for the bias, the offsets and the sampling)
 must match it in values and in the gradients of the input and of every
 parameter.
 """
@@ -106,8 +106,8 @@ def _slow_layer(a, x):
 
 
 @pytest.fixture(params=["cpu-loops", "tensor-ops"])
-def bias_backend(request, monkeypatch):
-    """Both ways of applying the bias: the compiled CPU loops and the tensor-op path other devices take."""
+def backend(request, monkeypatch):
+    """Both implementations of the fused steps (bias, offsets, sampling): the compiled CPU loops and the tensor ops other devices take."""
     if request.param == "tensor-ops":
         monkeypatch.setattr(dsa._kernels, "supported", lambda t: False)
     return request.param
@@ -154,7 +154,7 @@ def test_position_bias_is_the_mlp_at_integer_offsets_and_linear_between():
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_zero_offsets_reduce_to_plain_attention_on_the_reference_grid(bias, bias_backend):
+def test_zero_offsets_reduce_to_plain_attention_on_the_reference_grid(bias, backend):
     a = _attn(rel_pos_bias=bias)
     _zero_offsets(a)
     x = torch.randn(2, 24, 16)
@@ -165,7 +165,7 @@ def test_zero_offsets_reduce_to_plain_attention_on_the_reference_grid(bias, bias
 
 
 @pytest.mark.parametrize("n", [2, 13, 20, 33])
-def test_layer_values_and_gradients_match_the_slow_rederivation_in_float64(n, bias_backend):
+def test_layer_values_and_gradients_match_the_slow_rederivation_in_float64(n, backend):
     a = _attn(dtype=torch.float64)
     _deform(a)
     x = torch.randn(2, n, 16, dtype=torch.float64, requires_grad=True)
@@ -187,7 +187,7 @@ def test_layer_values_and_gradients_match_the_slow_rederivation_in_float64(n, bi
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-10)])
 def test_fused_paths_agree_at_the_benchmark_shape(dtype, tol, monkeypatch):
-    """The CPU loops and the tensor-op fallback give the same outputs and gradients (64 slices, 8 groups)."""
+    """The CPU loops and the tensor-op versions give the same outputs and gradients (64 slices, 8 groups)."""
     torch.manual_seed(3)
     a = DeformableSliceAttention(dim=64, heads=8, head_dim=8, offset_groups=8).to(dtype)
     _deform(a, 0.3)
@@ -201,7 +201,7 @@ def test_fused_paths_agree_at_the_benchmark_shape(dtype, tol, monkeypatch):
         torch.testing.assert_close(u, v, rtol=tol, atol=tol)
 
 
-def test_attention_core_passes_gradcheck(bias_backend):
+def test_attention_core_passes_gradcheck(backend):
     torch.manual_seed(4)
     b, n, h, hd, g, m = 2, 9, 4, 3, 2, 3
     qh = torch.randn(b, h, n, hd, dtype=torch.float64, requires_grad=True)
@@ -218,7 +218,7 @@ def test_attention_core_passes_gradcheck(bias_backend):
 
 
 @pytest.mark.parametrize("n,heads,groups,kernel,stride", [(24, 4, 2, 6, 4), (2, 4, 2, 6, 4), (13, 4, 4, 3, 2), (9, 2, 2, 5, 1), (30, 8, 8, 6, 4)])
-def test_offset_function_equals_the_stored_conv_modules(n, heads, groups, kernel, stride):
+def test_offset_function_equals_the_stored_conv_modules(n, heads, groups, kernel, stride, backend):
     torch.manual_seed(5)
     a = DeformableSliceAttention(dim=16, heads=heads, head_dim=3, offset_groups=groups, offset_kernel=kernel, offset_stride=stride).double()
     _deform(a)
@@ -233,7 +233,7 @@ def test_offset_function_equals_the_stored_conv_modules(n, heads, groups, kernel
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
 
 
-def test_sampling_interpolates_each_group_and_passes_gradcheck():
+def test_sampling_interpolates_each_group_and_passes_gradcheck(backend):
     torch.manual_seed(6)
     x = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
     pos = (torch.rand(2, 3, 4, dtype=torch.float64) * 6).requires_grad_()
@@ -284,7 +284,7 @@ def test_circular_shift_by_the_stride_shifts_the_output():
     assert not torch.allclose(a(torch.roll(x, 1, dims=1)), torch.roll(out, 1, dims=1), atol=1e-3)
 
 
-def test_offset_pointing_at_a_slice_samples_exactly_that_slice(bias_backend):
+def test_offset_pointing_at_a_slice_samples_exactly_that_slice(backend):
     a = _attn()
     x = torch.randn(1, 16, 16)
     pos = a.reference_positions(16).view(1, 1, -1).repeat(1, 2, 1)
