@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
 
-__all__ = ["RESUMABLE", "config_changes", "check_resume_config", "flatten", "segment_file", "stale_segment_files"]
+__all__ = ["RESUMABLE", "config_changes", "check_resume_config", "flatten", "segment_file", "stale_segment_files", "with_defaults"]
 
 #: keys that may differ between the segments of one run without ``trainer.allow_config_change``
 RESUMABLE = frozenset({
@@ -85,6 +85,35 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Tuple[Dict
     return refused, allowed
 
 
+def with_defaults(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """``cfg`` with the constructor defaults of its method, backbone and data source filled in.
+
+    So that ``method.temperature=0.1`` given explicitly on resume equals a
+    first segment that left it at its default of 0.1.
+    """
+    import inspect
+
+    from ..registry import BACKBONES, METHODS, SOURCES
+
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
+    for section, key, reg, skip in (("method", "name", METHODS, {"backbone"}), ("backbone", "name", BACKBONES, set()),
+                                    ("data", "source", SOURCES, {"cache", "seed", "report_manifest"})):
+        sub = out.get(section)
+        if not isinstance(sub, dict) or sub.get(key) not in reg:
+            continue
+        try:
+            params = inspect.signature(reg.get(sub[key])).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a constructor without a signature
+            continue
+        for name, prm in params.items():
+            if name in skip or name in sub or prm.default is inspect.Parameter.empty:
+                continue
+            if prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD):
+                continue
+            sub[name] = list(prm.default) if isinstance(prm.default, tuple) else prm.default
+    return out
+
+
 def check_resume_config(old: Optional[Mapping[str, Any]], new: Mapping[str, Any], *, run_dir: Path,
                         allow_change: bool) -> List[str]:
     """The keys that open a new config segment ([] when none); raises when they are not allowed.
@@ -94,7 +123,7 @@ def check_resume_config(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]
     """
     if old is None:
         return []
-    refused, _ = config_changes(old, new)
+    refused, _ = config_changes(with_defaults(old), with_defaults(new))
     if refused and not allow_change:
         shown = "; ".join(f"{k}: {_fmt(v[0])} in the run, {_fmt(v[1])} now" for k, v in list(refused.items())[:12])
         more = f" (and {len(refused) - 12} more)" if len(refused) > 12 else ""

@@ -11,8 +11,10 @@ without declaring it, fails here. The overrides shorten the runs and put
 each phase switch of a method (frozen last layer / prototypes, X-ray then CT
 steps, IICC's stages) inside the two steps.
 
-A second test starts two torchrun node agents (one process each) with a
-c10d rendezvous on 127.0.0.1 and runs ``medssl pretrain`` as the docs show.
+A second test starts two torchrun node agents (one process each, as
+``--nnodes=2 --nproc_per_node=1`` on two machines would) with a c10d
+rendezvous on 127.0.0.1 and checks the same for DrasCLR (EMA key encoder,
+per-location queues; no MONAI import, so the agents start fast).
 """
 
 from __future__ import annotations
@@ -26,37 +28,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from medssl.registry import METHODS
+
+from train.method_cases import CASES, case_config, case_method, case_overrides
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CONFIGS = ROOT / "configs"
 
-COMMON = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2",
-          "trainer.checkpoint_every=100", "trainer.progress_bar=false", "trainer.tensorboard=false",
-          "trainer.max_bad_steps=1", "eval.knn_every=0", "data.num_workers=0"]
-
-# UniMiSS / UniMiSS+: the smallest CT view whose deepest MiT stage keeps more than one position
-SMALL_CT = ["backbone.img_size_3d=[16,64,32]", "method.views.ct_size=[16,64,32]", "data.subvolume_size=[24,96,48]"]
-
-# case -> (preset, overrides); {tmp} is the test's folder
-CASES = {
-    "simclr": ("simclr", ["data.batch_size=4"]),
-    "moco": ("moco", ["data.batch_size=4"]),
-    "dino": ("dino", ["data.batch_size=4", "method.freeze_last_layer_steps=1"]),
-    "mae": ("mae", ["data.batch_size=4"]),
-    "swav": ("swav", ["data.batch_size=4", "method.freeze_prototypes_steps=1"]),
-    "deepcluster_v2": ("deepcluster", ["data.batch_size=4", "method.n_clusters=[4,4]"]),  # clusters at step 1
-    "iicc": ("iicc", ["data.batch_size=2", "method.freeze_prototypes_steps=1"]),
-    "iicc_staged": ("iicc", ["data.batch_size=2", "method.schedule=staged", "method.stage_steps=[1,1]"]),
-    "drasclr": ("drasclr", ["data.batch_size=4", "data.group_size=4", "data.root={tmp}/drasclr_patches"]),
-    "t3d": ("t3d", ["data.batch_size=2", "data.embedding_cache={tmp}/text_embeddings"]),
-    "t3d_vision": ("t3d", ["method.name=t3d_vision", "data.batch_size=2", "data.embedding_cache={tmp}/text_embeddings"]),
-    "unimiss": ("unimiss", ["data.batch_size=2", "data.xray_steps=1", "data.ct_steps=1", "method.freeze_last_layer_steps=1",
-                            *SMALL_CT, "method.slice_every=4"]),
-    "unimiss_plus": ("unimiss_plus", ["data.batch_size=2", "data.xray_steps=1", "data.ct_steps=1",
-                                      "method.freeze_last_layer_steps=1", *SMALL_CT, "method.slice_every=4"]),
-}
+DDP = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2", "trainer.max_bad_steps=1"]
 
 PER_RANK_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # batch norm: each rank's own batches
 
@@ -67,33 +47,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def case_method(case: str) -> str:
-    preset, overrides = CASES[case]
-    names = [o.split("=", 1)[1] for o in overrides if o.startswith("method.name=")]
-    if names:
-        return names[0]
-    import yaml
-
-    return yaml.safe_load((CONFIGS / f"{preset}_tiny.yaml").read_text())["method"]["name"]
-
-
 def test_every_registered_method_has_a_ddp_case():
-    assert {case_method(c) for c in CASES} >= set(METHODS.names())
+    methods = {n for n in METHODS.names() if METHODS.get(n).__module__.startswith("medssl.")}  # not the test toys
+    assert len(methods) >= 12 and {case_method(c) for c in CASES} >= methods
+
+
+def spec_of(case: str, tiny_cohort, patches: Path, tmp: Path, run_dir: Path, extra=()) -> dict:
+    manifest, cache = tiny_cohort
+    return {"config": str(case_config(case)), "overrides": case_overrides(
+        case, manifest=manifest, cache=cache, patches=patches, tmp=tmp, run_dir=run_dir, extra=[*DDP, *extra])}
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tiny_cohort, tmp_path_factory):
-    manifest, cache = tiny_cohort
+def ddp_runs(tiny_cohort, drasclr_patches, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("methods_ddp")
-    from medssl.anatomy.patch_source import AnatomicalPatchSource
-
-    # the DrasCLR patch set, prepared once here instead of by both ranks
-    AnatomicalPatchSource(cache=cache, root=tmp / "drasclr_patches", patch=16, step=13, progress=False)
-    spec = {}
-    for case, (preset, overrides) in CASES.items():
-        spec[case] = {"config": str(CONFIGS / f"{preset}_tiny.yaml"), "overrides": [
-            *COMMON, f"data.manifest={manifest}", f"data.cache={cache}", f"run_dir={tmp / 'runs' / case}",
-            *(o.format(tmp=tmp) for o in overrides)]}
+    spec = {case: spec_of(case, tiny_cohort, drasclr_patches, tmp, tmp / "runs" / case) for case in CASES}
     (tmp / "spec.json").write_text(json.dumps(spec))
     out = tmp / "out"
     out.mkdir()
@@ -146,16 +114,14 @@ def test_method_trains_under_ddp_with_identical_ranks(ddp_runs, case):
 
 
 @pytest.mark.slow
-def test_two_torchrun_node_agents(tiny_cohort, tmp_path):
+def test_two_torchrun_node_agents(tiny_cohort, drasclr_patches, tmp_path):
     """``torchrun --nnodes=2 --nproc_per_node=1`` twice (one agent per "node"), c10d rendezvous on 127.0.0.1."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed")
-    manifest, cache = tiny_cohort
-    spec = {"dino": {"config": str(CONFIGS / "dino_tiny.yaml"), "overrides": [
-        *[o for o in COMMON if not o.startswith("trainer.devices=")], "trainer.devices=1", "trainer.num_nodes=2",
-        f"data.manifest={manifest}", f"data.cache={cache}", f"run_dir={tmp_path / 'run'}",
-        "data.batch_size=4", "method.freeze_last_layer_steps=1"]}}
+    # one process per node: trainer.devices=1 (the later override wins), trainer.num_nodes=2
+    spec = {"drasclr": spec_of("drasclr", tiny_cohort, drasclr_patches, tmp_path, tmp_path / "run",
+                               ["trainer.devices=1", "trainer.num_nodes=2"])}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "out"
     out.mkdir()
@@ -178,4 +144,4 @@ def test_two_torchrun_node_agents(tiny_cohort, tmp_path):
             logs.append(p.communicate()[0].decode(errors="replace"))
     for node, (p, log) in enumerate(zip(procs, logs)):
         assert p.returncode == 0, f"node {node}:\n{log[-4000:]}"
-    check_case(out, "dino", logs[0])
+    check_case(out, "drasclr", logs[0])
