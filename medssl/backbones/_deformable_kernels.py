@@ -10,7 +10,7 @@ functions on other devices and dtypes, and the tests hold the two together.
 - position bias: the bias of query slice ``i`` and a key sampled at
   ``p = lo + w`` is the table of integer offsets interpolated at ``r = i - p``,
   ``(1 - w) T[i - lo] + w T[i - lo - 1]`` (``T[h, r + N]``, ``r = -N..N``),
-  added to the logits ``[B, H, N, M]``; heads are numbered group-major (head
+  added to the (scaled) logits ``[B, H, N, M]``; heads are numbered group-major (head
   ``h`` uses the positions of group ``h // (H / G)``);
 - offsets: the depthwise strided conv of the offset network over each group's queries;
 - sampling: each channel group of ``x: [B, N, D]`` interpolated at its positions.
@@ -24,7 +24,7 @@ from numba import njit
 
 
 @njit(cache=True)
-def _add_bias(logits, table, lo, w, heads_per_group):  # pragma: no cover - compiled
+def _add_bias(logits, scale, table, lo, w, heads_per_group):  # pragma: no cover - compiled
     bsz, heads, n, m = logits.shape
     for b in range(bsz):
         for h in range(heads):
@@ -35,7 +35,7 @@ def _add_bias(logits, table, lo, w, heads_per_group):  # pragma: no cover - comp
                 for k in range(m):
                     j = i - lo[b, g, k] + n  # column of the offset i - lo
                     hi = row[j]
-                    out[k] += hi + w[b, g, k] * (row[j - 1] - hi)
+                    out[k] = out[k] * scale + hi + w[b, g, k] * (row[j - 1] - hi)
 
 
 @njit(cache=True)
@@ -137,10 +137,10 @@ def supported(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-def add_bias_(logits: torch.Tensor, table: torch.Tensor, lo: torch.Tensor, w: torch.Tensor) -> None:
-    """``logits: [B, H, N, M]`` (contiguous) += the bias; ``table: [H, 2N + 1]``, ``lo, w: [B, G, M]``."""
+def scale_add_bias_(logits: torch.Tensor, scale: float, table: torch.Tensor, lo: torch.Tensor, w: torch.Tensor) -> None:
+    """``logits: [B, H, N, M]`` (contiguous) ``<- logits * scale + bias``; ``table: [H, 2N + 1]``, ``lo, w: [B, G, M]``."""
     heads_per_group = logits.shape[1] // lo.shape[1]
-    _add_bias(logits.detach().numpy(), _np(table, logits.dtype), _np(lo), _np(w, logits.dtype), heads_per_group)
+    _add_bias(logits.detach().numpy(), scale, _np(table, logits.dtype), _np(lo), _np(w, logits.dtype), heads_per_group)
 
 
 def bias_grad(ds: torch.Tensor, table: torch.Tensor, lo: torch.Tensor, w: torch.Tensor):

@@ -234,11 +234,11 @@ class _BiasedSliceAttention(torch.autograd.Function):
             kh = k.to(qh.dtype).view(b, m, h, hd).transpose(1, 2).contiguous()  # [B, H, M, hd]
             vh = v.to(qh.dtype).view(b, m, h, hd).transpose(1, 2).contiguous()
             logits = torch.matmul(qh, kh.transpose(-1, -2))  # [B, H, N, M]
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).mul_(scale)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             if _kernels.supported(logits):
-                _kernels.add_bias_(logits, table, lo, w)
+                _kernels.scale_add_bias_(logits, scale, table, lo, w)
             else:
-                logits += interpolated_bias(table.to(logits.dtype), lo, w.to(logits.dtype), n)
+                logits = logits.mul_(scale).add_(interpolated_bias(table.to(logits.dtype), lo, w.to(logits.dtype), n))
             p = torch.softmax(logits, dim=-1)
             del logits
             out = torch.matmul(p.to(qh.dtype), vh)  # [B, H, N, hd]
@@ -257,7 +257,7 @@ class _BiasedSliceAttention(torch.autograd.Function):
         dp = torch.matmul(go, vh.transpose(-1, -2)).to(p.dtype)
         ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # d logits [B, H, N, M]
         del dp
-        dq = torch.matmul(ds.to(cd), kh).mul_(scale)  # [B, H, N, hd]
+        dq = torch.matmul(ds.to(cd), kh * scale)  # [B, H, N, hd]
         dk = torch.matmul(ds.to(cd).transpose(-1, -2), qh).mul_(scale)
         dk = dk.transpose(1, 2).reshape(b, -1, h * hd).to(ctx.kv_dtype)  # [B, M, H*hd]
         dv = dv.transpose(1, 2).reshape(b, -1, h * hd).to(ctx.kv_dtype)
@@ -419,6 +419,7 @@ class DeformableSliceAttention(nn.Module):
         """``qh: [B, H, N, hd]`` -> ``[B, G, M]`` deformed (clamped) sampling positions."""
         n = qh.shape[2]
         off = self._offsets(qh)
+        off = off.to(torch.promote_types(off.dtype, torch.float32))  # positions up to N need more than half precision
         ref = self.reference_positions(n, qh.device).to(off.dtype)
         return (ref + off).clamp(0, n - 1)
 

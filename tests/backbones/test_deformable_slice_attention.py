@@ -201,6 +201,22 @@ def test_fused_paths_agree_at_the_benchmark_shape(dtype, tol, monkeypatch):
         torch.testing.assert_close(u, v, rtol=tol, atol=tol)
 
 
+def test_bfloat16_autocast_stays_close_to_float32():
+    """Positions stay in float32 under autocast (in bfloat16 a position near slice 40 would move in steps of 0.25)."""
+    torch.manual_seed(7)
+    a = DeformableSliceAttention(dim=64, heads=8, head_dim=8, offset_groups=8)
+    x = torch.randn(2, 40, 64, requires_grad=True)
+    y = a(x)
+    (g32,) = torch.autograd.grad(y.square().sum(), [x])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yb = a(x)
+        pos = a.sample_positions(x)
+    assert yb.dtype == torch.bfloat16 and pos.dtype == torch.float32
+    (gb,) = torch.autograd.grad(yb.float().square().sum(), [x])
+    assert (yb.float() - y).norm() / y.norm() < 0.02
+    assert (gb - g32).norm() / g32.norm() < 0.03
+
+
 def test_attention_core_passes_gradcheck(backend):
     torch.manual_seed(4)
     b, n, h, hd, g, m = 2, 9, 4, 3, 2, 3
