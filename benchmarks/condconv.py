@@ -6,9 +6,10 @@ Prints milliseconds per step (median over interleaved repeats) for
   few     - conditioned, 4 locations in the batch (a grouped pass order straddling chunks)
   mixed   - conditioned, a different location per sample
   loop    - conditioned, the released per-sample loop
-and the ratios to `plain` measured in the same run.
+and the ratios to `plain` measured in the same run, of wall-clock and of
+process CPU time (the steadier of the two when other jobs share the cores).
 
-    python benchmarks/condconv.py [--batch 32] [--repeats 5] [--threads 2]
+    OMP_NUM_THREADS=1 python benchmarks/condconv.py [--batch 32] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS / torch's default)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     B = args.batch
     x = torch.randn(B, 1, 32, 32, 32)
@@ -53,16 +55,21 @@ def main() -> None:
     }
     for fn in cases.values():  # warm-up
         fn()
-    times = {k: [] for k in cases}
+    wall = {k: [] for k in cases}
+    cpu = {k: [] for k in cases}
     for _ in range(args.repeats):
         for k, fn in cases.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[k].append(1000 * (time.perf_counter() - t0))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"batch {B} x 1x32^3, forward+backward, torch {torch.__version__}, {args.threads} threads")
+            wall[k].append(1000 * (time.perf_counter() - t0))
+            cpu[k].append(1000 * (time.process_time() - c0))
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"batch {B} x 1x32^3, forward+backward, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} interleaved repeats")
     for k in cases:
-        print(f"{k:>7}: {med[k]:8.1f} ms   ratio to plain {med[k] / med['plain']:.2f}x")
+        print(f"{k:>7}: {med[k]:8.1f} ms   ratio to plain {med[k] / med['plain']:.2f}x   "
+              f"(CPU time {cmed[k]:8.1f} ms, ratio {cmed[k] / cmed['plain']:.2f}x)")
     print(f"loop / mixed speed-up: {med['loop'] / med['mixed']:.2f}x")
 
 

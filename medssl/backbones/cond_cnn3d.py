@@ -15,8 +15,12 @@ The released implementation mixed kernels in a Python loop over samples. Here
 the mixing is batched: the kernel is mixed once per distinct location in the
 batch; a batch at one location (the released schedule, and what the patch
 source's location-grouped order gives) runs a single convolution, a few
-locations one convolution each, and many locations one grouped convolution
-with a kernel per sample. All equal the per-sample loop (tested). Module names match the released state dict, so the authors'
+locations one convolution each. Many locations run one grouped convolution
+with a kernel per sample where the output has many positions; where it has
+few (the 2^3 and 1^3 layers, whose per-sample kernels are larger than their
+outputs) all experts run as one GEMM over the unfolded patches and the
+outputs are mixed per sample. All equal the per-sample loop (tested, values
+and gradients). Module names match the released state dict, so the authors'
 checkpoints map by prefix stripping only.
 """
 
@@ -52,7 +56,10 @@ class CondConv3d(nn.Module):
     With ``conditioned=False`` it is a plain convolution. A batch at one
     location runs one convolution with the mixed kernel; up to
     ``max_loop_locations`` distinct locations run one convolution each; more
-    run one grouped convolution with a kernel per sample.
+    run one grouped convolution with a kernel per sample, or, when the output
+    has at most ``gemm_max_positions`` positions per sample, all experts as
+    one GEMM mixed per sample (:meth:`_expert_gemm`; ``E`` times the
+    multiply-adds, but dense, and no per-sample kernel is formed).
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class CondConv3d(nn.Module):
         loc_dim: int = 3,
         conditioned: bool = True,
         max_loop_locations: int = 4,
+        gemm_max_positions: int = 8,
     ):
         super().__init__()
         if num_experts < 1:
@@ -73,6 +81,7 @@ class CondConv3d(nn.Module):
         self.stride, self.padding = stride, padding
         self.conditioned = conditioned
         self.max_loop_locations = max_loop_locations
+        self.gemm_max_positions = gemm_max_positions
         experts = num_experts if conditioned else 1
         k = kernel_size
         self.weight = nn.Parameter(torch.empty(experts, out_channels, in_channels, k, k, k))
@@ -87,6 +96,28 @@ class CondConv3d(nn.Module):
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int = 1) -> torch.Tensor:
         return F.conv3d(x, w, b, stride=self.stride, padding=self.padding, groups=groups)
 
+    def _out_positions(self, x: torch.Tensor) -> Tuple[int, int, int]:
+        k = self.weight.shape[-1]
+        return tuple((s + 2 * self.padding - k) // self.stride + 1 for s in x.shape[2:])  # type: ignore[return-value]
+
+    def _expert_gemm(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """All experts as one GEMM over unfolded patches, mixed per sample: ``x: [B, Ci, ...], r: [B, E]``.
+
+        ``y_b = sum_e r_be (W_e * x_b) + bias``: E times the multiply-adds of
+        one convolution, but no per-sample kernel is formed; cheap where the
+        output has few positions per sample and the kernels are large.
+        """
+        B, E = x.shape[0], self.weight.shape[0]
+        Co, Ci, k = self.weight.shape[1], self.weight.shape[2], self.weight.shape[-1]
+        p, s = self.padding, self.stride
+        xp = F.pad(x, (p, p, p, p, p, p))
+        u = xp.unfold(2, k, s).unfold(3, k, s).unfold(4, k, s)  # [B, Ci, d, h, w, k, k, k]
+        d, h, w = u.shape[2:5]
+        cols = u.permute(0, 2, 3, 4, 1, 5, 6, 7).reshape(B * d * h * w, Ci * k ** 3)  # [B*L, Ci*k^3]
+        ye = cols @ self.weight.reshape(E * Co, Ci * k ** 3).t()  # [B*L, E*Co]: every expert at every position
+        y = torch.einsum("blec,be->bcl", ye.view(B, d * h * w, E, Co), r)  # [B, Co, L]: mixed per sample
+        return (y + self.bias.view(1, Co, 1)).reshape(B, Co, d, h, w)
+
     def forward(self, x: torch.Tensor, loc: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not self.conditioned:
             return self._conv(x, self.weight[0], self.bias)
@@ -97,6 +128,9 @@ class CondConv3d(nn.Module):
         kshape = self.weight.shape[3:]
         uniq, inverse = torch.unique(loc, dim=0, return_inverse=True)  # [U, 3], [B]
         r = self._routing_fn(uniq)  # [U, E]
+        if len(uniq) > self.max_loop_locations and math.prod(self._out_positions(x)) <= self.gemm_max_positions:
+            # many locations, few output positions: all experts in one GEMM, mixed per sample
+            return self._expert_gemm(x, r[inverse])
         w = (r @ self.weight.reshape(E, -1)).reshape(len(uniq), Co, Ci, *kshape)  # one kernel per location
         if len(uniq) == 1:  # the whole batch at one location: one plain convolution
             return self._conv(x, w[0], self.bias)
@@ -105,7 +139,7 @@ class CondConv3d(nn.Module):
             counts = torch.bincount(inverse, minlength=len(uniq)).tolist()
             parts = [self._conv(xs, w[u], self.bias) for u, xs in enumerate(torch.split(x[order], counts)) if counts[u]]
             return torch.cat(parts)[torch.argsort(order)]
-        # many locations: per-sample kernels applied as one grouped convolution (samples as groups)
+        # many locations, many output positions: per-sample kernels as one grouped convolution (samples as groups)
         wb = w[inverse].reshape(B * Co, Ci, *kshape)
         y = self._conv(x.reshape(1, B * Ci, *x.shape[2:]), wb, self.bias.repeat(B), groups=B)
         return y.reshape(B, Co, *y.shape[2:])
