@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -180,22 +180,51 @@ def finetune_segmentation(
     ``seed`` fixes the decoder's initialisation and the patch sampling. Returns
     the model in eval mode.
     """
-    from monai.losses import DiceCELoss
-
     cfg = config or SegFinetuneConfig()
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images/labels: need equally many, at least one ({len(images)} and {len(labels)})")
     torch.manual_seed(seed)
     model = SegmentationModel(encoder, num_classes=num_classes).to(device)
+    return fit_segmenter(model, list(model.encoder.parameters()), model.decoder_parameters(), images, labels,
+                         patch_size=patch_size, config=cfg, seed=seed, device=device)
+
+
+def fit_segmenter(
+    model: nn.Module,
+    encoder_params: Sequence[nn.Parameter],
+    head_params: Sequence[nn.Parameter],
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    patch_size: Sequence[int],
+    config: Optional[SegFinetuneConfig] = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    loss: Optional[Callable[[Any, torch.Tensor], torch.Tensor]] = None,
+) -> nn.Module:
+    """The fine-tuning loop of every segmentation network (see the module docstring).
+
+    AdamW with ``head_params`` at ``cfg.lr`` and ``encoder_params`` at
+    ``cfg.lr * cfg.encoder_lr_scale`` (frozen with ``cfg.freeze_encoder``),
+    warm-up + poly decay, foreground-oversampled patches from a generator
+    seeded with ``seed``, augmentation. ``loss(model(x), y)`` defaults to
+    Dice + CE of the logits (a network with several outputs, e.g. deep
+    supervision, passes its own). Returns ``model`` in eval mode.
+    """
+    from monai.losses import DiceCELoss
+
+    cfg = config or SegFinetuneConfig()
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"images/labels: need equally many, at least one ({len(images)} and {len(labels)})")
     if cfg.freeze_encoder:
-        for p in model.encoder.parameters():
+        for p in encoder_params:
             p.requires_grad_(False)
-    groups = [{"params": model.decoder_parameters(), "lr": cfg.lr}]
+    groups = [{"params": list(head_params), "lr": cfg.lr}]
     if not cfg.freeze_encoder:
-        groups.append({"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale})
+        groups.append({"params": list(encoder_params), "lr": cfg.lr * cfg.encoder_lr_scale})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = loss or DiceCELoss(to_onehot_y=True, softmax=True)
     rng = np.random.default_rng(seed)
     model.train()
     for step in range(cfg.steps):
@@ -206,9 +235,9 @@ def finetune_segmentation(
         )
         if cfg.augment:
             x, y = augment_batch(x, y, rng)
-        loss = loss_fn(model(x.to(device)), y.to(device))
+        value = loss_fn(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
     model.eval()
     return model
