@@ -103,6 +103,31 @@ def _make_fabric(cfg: RunConfig, find_unused: bool = False) -> Any:
     return fabric
 
 
+def _rank_zero_first(fabric: Any, fn: Any, others: bool = True) -> Any:
+    """``fn()`` on rank 0, then (``others``) on the other ranks; an error of rank 0 stops every rank.
+
+    The other ranks wait in a broadcast of rank 0's error (None when it
+    succeeded) instead of a barrier, so a bad input fails the run everywhere
+    with rank 0's message rather than leaving them waiting.
+    """
+    out, err = None, None
+    if fabric.is_global_zero:
+        try:
+            out = fn()
+        except Exception as exc:
+            err = exc
+    if fabric.world_size > 1:
+        sent = err if err is None or isinstance(err, MedsslError) else RuntimeError(f"rank 0: {type(err).__name__}: {err}")
+        received = fabric.broadcast(sent, src=0)
+        if received is not None and not fabric.is_global_zero:
+            raise received
+    if err is not None:
+        raise err
+    if others and not fabric.is_global_zero:
+        out = fn()
+    return out
+
+
 def _snapshot_buffers(method: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """Copies of every buffer, to undo what a skipped step changed."""
     return {name: b.detach().clone() for name, b in method.named_buffers()}
@@ -200,11 +225,10 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     if source is None:
         cache = None
         if needs_cache(cfg):
-            if fabric.is_global_zero:
-                ensure_cache(cfg)
-            fabric.barrier()
+            _rank_zero_first(fabric, lambda: ensure_cache(cfg), others=False)
             cache = cache_path(cfg)
-        source = build_source(cfg, cache)
+        # rank 0 first: what a source prepares on first use (DrasCLR patch sets, report embeddings) is made once
+        source = _rank_zero_first(fabric, lambda: build_source(cfg, cache))
     n_params = sum(p.numel() for p in method.parameters())
     optimizer = build_optimizer(method.param_groups(cfg.optim.weight_decay), cfg.optim)
     model, optimizer = fabric.setup(method, optimizer)
