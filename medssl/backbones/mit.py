@@ -194,6 +194,10 @@ class MiT(TwoPathBackbone):
         )
         init_weights(self)
 
+    def input_multiple(self, spatial_dims: Optional[int] = None) -> Tuple[int, ...]:
+        """What every input axis must be a multiple of for the decoder: (16, 32, 32) in 3D, (32, 32) in 2D."""
+        return (16, 32, 32) if int(spatial_dims or self.spatial_dims) == 3 else (32, 32)
+
     def forward_decoder(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder tokens after the final LayerNorm ``[B, 1 + N, 48]`` (cls first, N at 1/4 resolution)."""
         if self.decoder is None:

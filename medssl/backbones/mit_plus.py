@@ -19,6 +19,14 @@ channels (:meth:`MiTPlus.forward_recon`).
 
 Contract: ``forward_intermediates`` -> ``[conv0, conv1, s1, s2, s3, s4]``
 (``feature_channels`` = [32, 64, 128, 256, 320, 320]).
+
+Size: ``width`` scales every channel count (conv stages, encoder stages and
+the decoder, whose widths mirror the encoder's for the skips), rounded to a
+multiple of 8 so that every head count divides its stage; ``depths`` /
+``decoder_depths`` set the blocks per stage. The defaults (``width=1``,
+depths 1,2,4,2 and 1,1,1) are the authors' MiT+, the architecture released
+weights import into; ``width=0.25, depths=(1, 1, 1, 1)`` is the CPU-sized
+MiT+ of ``configs/unimiss_plus_tiny.yaml`` (channels 8, 16 | 32, 64, 80, 80).
 """
 
 from __future__ import annotations
@@ -45,12 +53,31 @@ ENC_DIMS = (128, 256, 320, 320)
 ENC_DEPTHS = (1, 2, 4, 2)
 ENC_HEADS = (1, 2, 4, 8)
 ENC_SR = (8, 4, 2, 1)
-DEC_DIMS = (320, 256, 128)
+DEC_DIMS = (320, 256, 128)  # = ENC_DIMS[-2::-1]: each decoder stage adds the encoder skip of its grid
 DEC_HEADS = (4, 2, 1)
 DEC_SR = (2, 4, 8)
 #: Strides per path: conv1, then the four transformer stages.
 CONV1_STRIDE = {"2d": (2, 2), "3d": (1, 2, 2)}
 STAGE_STRIDES = {"2d": [(2, 2)] * 4, "3d": [(2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]}
+#: Channel counts of a scaled MiT+ are multiples of this (8 = the most heads of any stage).
+WIDTH_MULTIPLE = 8
+
+
+def scaled_widths(dims: Sequence[int], width: float) -> Tuple[int, ...]:
+    """``dims`` times ``width``, each rounded to the nearest multiple of 8 (at least 8); ``width=1`` keeps them."""
+    w = float(width)
+    if not 0.0 < w <= 4.0:
+        raise ValueError(f"width: must lie in (0, 4], got {width}")
+    if w == 1.0:
+        return tuple(int(d) for d in dims)
+    return tuple(max(WIDTH_MULTIPLE, WIDTH_MULTIPLE * int(round(d * w / WIDTH_MULTIPLE))) for d in dims)
+
+
+def _check_depths(depths: Sequence[int], n: int, name: str) -> Tuple[int, ...]:
+    out = tuple(int(d) for d in depths)
+    if len(out) != n or min(out) < 1:
+        raise ValueError(f"{name}: needs {n} entries, each >= 1, got {list(depths)}")
+    return out
 
 
 def _embed(d: int, cin: int, cout: int, stride: Sequence[int]) -> nn.Sequential:
@@ -62,7 +89,7 @@ def _up(d: int, cin: int, cout: int, stride: Sequence[int]) -> nn.Module:
 
 
 class MiTPlusEncoder(nn.Module):
-    """``forward(x) -> (maps [conv0, conv1, s1, s2, s3, s4], cls [B, 320])``."""
+    """``forward(x) -> (maps [conv0, conv1, s1, s2, s3, s4], cls [B, enc_dims[-1]])``."""
 
     def __init__(
         self,
@@ -73,26 +100,28 @@ class MiTPlusEncoder(nn.Module):
         in_channels_3d: int = 1,
         depths: Sequence[int] = ENC_DEPTHS,
         drop_path_rate: float = 0.0,
+        enc_dims: Sequence[int] = ENC_DIMS,
+        conv_dims: Sequence[int] = CONV_DIMS,
     ):
         super().__init__()
         keys = [path_key(d) for d in paths]
         cin = {"2d": in_channels_2d, "3d": in_channels_3d}
-        self.conv0 = nn.ModuleDict({k: ConvNormAct(int(k[0]), cin[k], CONV_DIMS[0], 3, 1, 1) for k in keys})
-        self.conv1 = nn.ModuleDict({k: _embed(int(k[0]), CONV_DIMS[0], CONV_DIMS[1], CONV1_STRIDE[k]) for k in keys})
+        self.conv0 = nn.ModuleDict({k: ConvNormAct(int(k[0]), cin[k], conv_dims[0], 3, 1, 1) for k in keys})
+        self.conv1 = nn.ModuleDict({k: _embed(int(k[0]), conv_dims[0], conv_dims[1], CONV1_STRIDE[k]) for k in keys})
         grids = {"2d": (img_size_2d, img_size_2d), "3d": tuple(img_size_3d)}
         grids = {k: downsampled(grids[k], CONV1_STRIDE[k]) for k in keys}
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, ENC_DIMS[0]))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, enc_dims[0]))
         dpr = drop_path_schedule(drop_path_rate, depths)
         self.stage_grids: List[Dict[str, Tuple[int, ...]]] = []
-        stages, c = [], CONV_DIMS[1]
-        for i, dim in enumerate(ENC_DIMS):
+        stages, c = [], conv_dims[1]
+        for i, dim in enumerate(enc_dims):
             grids = {k: downsampled(g, STAGE_STRIDES[k][i]) for k, g in grids.items()}
             self.stage_grids.append(grids)
             embed = {k: _embed(int(k[0]), c, dim, STAGE_STRIDES[k][i]) for k in keys}
             stages.append(
                 TokenStage(
                     embed, dim, grids, depths[i], num_cls=1,
-                    cls_in_dim=None if i == 0 else ENC_DIMS[i - 1], drop_paths=dpr[i],
+                    cls_in_dim=None if i == 0 else enc_dims[i - 1], drop_paths=dpr[i],
                     num_heads=ENC_HEADS[i], mlp_ratio=4.0, sr_ratio=ENC_SR[i], qkv_bias=True,
                     depthwise_sr=True, paths=paths, ln_eps=1e-6,
                 )
@@ -103,8 +132,8 @@ class MiTPlusEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
         key = path_key(x.ndim - 2)
-        c0 = self.conv0[key](x)  # [B, 32, *S]
-        x = self.conv1[key](c0)  # [B, 64, *S/2 in-plane]
+        c0 = self.conv0[key](x)  # [B, conv_dims[0] (32), *S]
+        x = self.conv1[key](c0)  # [B, conv_dims[1] (64), *S/2 in-plane]
         maps = [c0, x]
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         for stage in self.stages:
@@ -124,13 +153,16 @@ class MiTPlusDecoder(nn.Module):
         in_channels_3d: int = 1,
         depths: Sequence[int] = (1, 1, 1),
         drop_path_rate: float = 0.0,
+        enc_dims: Sequence[int] = ENC_DIMS,
+        conv_dims: Sequence[int] = CONV_DIMS,
     ):
         super().__init__()
         keys = [path_key(d) for d in paths]
         dpr = drop_path_schedule(drop_path_rate, depths)
-        stages, cin = [], ENC_DIMS[-1]
-        for i, dim in enumerate(DEC_DIMS):
-            enc_stage = len(ENC_DIMS) - 1 - i  # the stage whose input grid this one restores
+        dec_dims = tuple(enc_dims[-2::-1])  # each stage matches the encoder skip it adds: (320, 256, 128)
+        stages, cin = [], enc_dims[-1]
+        for i, dim in enumerate(dec_dims):
+            enc_stage = len(enc_dims) - 1 - i  # the stage whose input grid this one restores
             embed = {k: nn.Sequential(_up(int(k[0]), cin, dim, STAGE_STRIDES[k][enc_stage]),
                                       ConvNormAct(int(k[0]), dim, dim, 3, 1, 1)) for k in keys}
             stages.append(
@@ -142,12 +174,13 @@ class MiTPlusDecoder(nn.Module):
             )
             cin = dim
         self.stages = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(DEC_DIMS[-1], eps=1e-5)
-        self.up1 = nn.ModuleDict({k: _up(int(k[0]), DEC_DIMS[-1], CONV_DIMS[1], STAGE_STRIDES[k][0]) for k in keys})
-        self.conv1 = nn.ModuleDict({k: ConvNormAct(int(k[0]), CONV_DIMS[1], CONV_DIMS[1], 3, 1, 1) for k in keys})
-        self.up2 = nn.ModuleDict({k: _up(int(k[0]), CONV_DIMS[1], CONV_DIMS[0], CONV1_STRIDE[k]) for k in keys})
+        self.norm = nn.LayerNorm(dec_dims[-1], eps=1e-5)
+        self.up1 = nn.ModuleDict({k: _up(int(k[0]), dec_dims[-1], conv_dims[1], STAGE_STRIDES[k][0]) for k in keys})
+        self.conv1 = nn.ModuleDict({k: ConvNormAct(int(k[0]), conv_dims[1], conv_dims[1], 3, 1, 1) for k in keys})
+        self.up2 = nn.ModuleDict({k: _up(int(k[0]), conv_dims[1], conv_dims[0], CONV1_STRIDE[k]) for k in keys})
         out_ch = {"2d": in_channels_2d, "3d": in_channels_3d}
-        self.head = nn.ModuleDict({k: conv_cls(int(k[0]))(CONV_DIMS[0], out_ch[k], kernel_size=1) for k in keys})
+        self.head = nn.ModuleDict({k: conv_cls(int(k[0]))(conv_dims[0], out_ch[k], kernel_size=1) for k in keys})
+        self.out_channels = int(conv_dims[0])  # channels of the map the reconstruction head reads
 
     @staticmethod
     def _check(x: torch.Tensor, skip: torch.Tensor, up: nn.Module) -> None:
@@ -159,25 +192,39 @@ class MiTPlusDecoder(nn.Module):
                 f"decoder; got maps {tuple(x.shape[2:])} -> {tuple(skip.shape[2:])}"
             )
 
-    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def stage_maps(self, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Encoder maps -> every decoder output, coarse to fine: the 3 token stages (320@s3, 256@s2, then
+        128@s1 after the LayerNorm), 64@conv1 and the full-resolution map the head reads (32@conv0);
+        channels as ``enc_dims[-2::-1]`` and ``conv_dims`` reversed for a scaled MiT+."""
         key = path_key(maps[0].ndim - 2)
         x = maps[-1]
+        outs: List[torch.Tensor] = []
         for i, stage in enumerate(self.stages):
             skip = maps[-2 - i]
             self._check(x, skip, stage.embed[key][0])
             x, _, tokens = stage(x, None, skip=skip)
+            outs.append(x)
         B, C, grid = x.shape[0], x.shape[1], x.shape[2:]
-        x = self.norm(tokens).transpose(1, 2).reshape(B, C, *grid)
+        x = outs[-1] = self.norm(tokens).transpose(1, 2).reshape(B, C, *grid)
         self._check(x, maps[1], self.up1[key])
         x = self.conv1[key](self.up1[key](x) + maps[1])
+        outs.append(x)
         self._check(x, maps[0], self.up2[key])
-        x = self.up2[key](x) + maps[0]
-        return self.head[key](x)
+        outs.append(self.up2[key](x) + maps[0])
+        return outs
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head[path_key(maps[0].ndim - 2)](self.stage_maps(maps)[-1])
 
 
 class MiTPlus(TwoPathBackbone):
     """MiT+ (UniMiSS+). Args as :class:`~medssl.backbones.mit.MiT`; ``img_size_2d`` defaults to 96
-    (the 2D crop size of UniMiSS+ pretraining)."""
+    (the 2D crop size of UniMiSS+ pretraining).
+
+    Size (see the module docstring): ``width`` scales all channel counts,
+    ``depths`` (4) / ``decoder_depths`` (3) the blocks per stage; the
+    defaults are the authors' MiT+.
+    """
 
     def __init__(
         self,
@@ -189,34 +236,51 @@ class MiTPlus(TwoPathBackbone):
         in_channels_3d: int = 1,
         drop_path_rate: float = 0.0,
         with_decoder: bool = True,
+        width: float = 1.0,
+        depths: Sequence[int] = ENC_DEPTHS,
+        decoder_depths: Sequence[int] = (1, 1, 1),
     ):
         super().__init__()
         paths = self._setup_paths(spatial_dims, paths, in_channels_2d, in_channels_3d)
-        self.embed_dim = ENC_DIMS[-1]
-        self.cls_dim = ENC_DIMS[-1]
-        self.feature_channels = [*CONV_DIMS, *ENC_DIMS]
+        depths = _check_depths(depths, 4, "depths")
+        decoder_depths = _check_depths(decoder_depths, 3, "decoder_depths")
+        enc_dims, conv_dims = scaled_widths(ENC_DIMS, width), scaled_widths(CONV_DIMS, width)
+        self.width = float(width)
+        self.embed_dim = enc_dims[-1]
+        self.cls_dim = enc_dims[-1]
+        self.feature_channels = [*conv_dims, *enc_dims]
         self.encoder = MiTPlusEncoder(paths, img_size_2d, img_size_3d, in_channels_2d, in_channels_3d,
-                                      drop_path_rate=drop_path_rate)
+                                      depths=depths, drop_path_rate=drop_path_rate, enc_dims=enc_dims,
+                                      conv_dims=conv_dims)
         self.decoder = (
-            MiTPlusDecoder(self.encoder.stage_grids, paths, in_channels_2d, in_channels_3d,
-                           drop_path_rate=drop_path_rate)
+            MiTPlusDecoder(self.encoder.stage_grids, paths, in_channels_2d, in_channels_3d, depths=decoder_depths,
+                           drop_path_rate=drop_path_rate, enc_dims=enc_dims, conv_dims=conv_dims)
             if with_decoder else None
         )
         init_weights(self)
 
+    def input_multiple(self, spatial_dims: Optional[int] = None) -> Tuple[int, ...]:
+        """What every input axis must be a multiple of for the decoder: the encoder's total stride, (4, 32, 32) in 3D."""
+        key = path_key(spatial_dims or self.spatial_dims)
+        total = list(CONV1_STRIDE[key])
+        for stride in STAGE_STRIDES[key]:
+            total = [t * s for t, s in zip(total, stride)]
+        return tuple(total)
+
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward`: the 320-d encoder cls token."""
+        """Same as :meth:`forward`: the encoder cls token ``[B, embed_dim]`` (320)."""
         return self.forward(x)
 
     def forward_recon(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``x: [B, C, *S] -> (reconstruction [B, C, *S] (logits), encoder cls [B, 320])``."""
+        """``x: [B, C, *S] -> (reconstruction [B, C, *S] (logits), encoder cls [B, embed_dim])``."""
         if self.decoder is None:
             raise ValueError("with_decoder: this MiT+ was built without a decoder")
         maps, cls = self.forward_encoder(x)
         return self.decoder(maps), cls
 
 
-@BACKBONES.register("mit_plus", help="UniMiSS+ MiT+: conv + transformer U-net with reconstruction (41.1M; encoder 29.1M)")
+@BACKBONES.register("mit_plus", help="UniMiSS+ MiT+: conv + transformer U-net with reconstruction (41.1M; encoder 29.1M; "
+                    "width / depths scale it)")
 def mit_plus(
     spatial_dims: int = 3,
     paths: Sequence[int] = (2, 3),
@@ -225,10 +289,14 @@ def mit_plus(
     img_size_3d: Sequence[int] = (16, 96, 96),
     drop_path_rate: float = 0.0,
     with_decoder: bool = True,
+    width: float = 1.0,
+    depths: Sequence[int] = ENC_DEPTHS,
+    decoder_depths: Sequence[int] = (1, 1, 1),
 ) -> MiTPlus:
-    """MiT+ (encoder depths 1,2,4,2; decoder 1,1,1)."""
+    """MiT+ (by default the authors': encoder depths 1,2,4,2; decoder 1,1,1; widths as the paper)."""
     kw = {}
     if in_channels is not None:
         kw["in_channels_2d" if spatial_dims == 2 else "in_channels_3d"] = in_channels
     return MiTPlus(spatial_dims=spatial_dims, paths=paths, img_size_2d=img_size_2d, img_size_3d=img_size_3d,
-                   drop_path_rate=drop_path_rate, with_decoder=with_decoder, **kw)
+                   drop_path_rate=drop_path_rate, with_decoder=with_decoder, width=width, depths=depths,
+                   decoder_depths=decoder_depths, **kw)

@@ -1,20 +1,33 @@
-"""The MiT segmentation network of UniMiSS (2D and 3D, deep supervision) and its evaluation task.
+"""The segmentation networks of UniMiSS (MiT) and UniMiSS+ (MiT+) on their pretrained decoders, and their task.
 
-Xie et al., UniMiSS (ECCV 2022), segmentation fine-tuning: the pretrained MiT
-encoder without its cls token, the same 3 transformer decoder stages (their
-pretrained weights are reused when the backbone has them), then
+MiT (Xie et al., UniMiSS, ECCV 2022), segmentation fine-tuning: the
+pretrained MiT encoder without its cls token, the same 3 transformer decoder
+stages (their pretrained weights are reused when the backbone has them), then
 ConvTranspose 48->32 + the stem skip + a conv block, an upsampling x(1, 2, 2)
 (x2 in 2D) back to the input grid and a 1x1 classifier; deep supervision by a
-1x1 classifier on each decoder stage (256, 128, 48 channels).
+1x1 classifier on each decoder stage (256, 128, 48 channels). Running without
+the cls token: each stage embeds its map, adds the spatial part of its
+positional embedding (the cls slot dropped) and runs its blocks with
+``num_cls=0``, as the released segmentation network does.
 
-Running without the cls token: each stage embeds its map, adds the spatial
-part of its positional embedding (the cls slot dropped) and runs its blocks
-with ``num_cls=0``, as the released segmentation network does.
+MiT+ (Xie et al., UniMiSS+, TPAMI 2024): the pretrained encoder run as in
+pretraining (with its cls token) and the whole pretrained reconstruction
+decoder (3 token stages, LayerNorm, ConvTranspose + conv1 skip + conv,
+ConvTranspose + conv0 skip); its 1x1 reconstruction conv is set aside for a
+conv block and a 1x1 classifier on the decoder's full-resolution map; deep
+supervision by 1x1 classifiers on the conv1-level map and the last two token
+stages (64, 128, 256 channels for the authors' widths).
 
 ``forward(x)`` returns logits ``[B, K, *S]``; in training mode with
-``deep_supervision`` a list ``[main, stage3, stage2, stage1]`` (coarser
-logits at their own grids) that :func:`deep_supervision_loss` weights
-1, 1/2, 1/4, 1/8 (normalised; nnU-Net's scheme).
+``deep_supervision`` a list ``[main, ...]`` (coarser logits at their own
+grids, finest first) that :func:`deep_supervision_loss` weights 1, 1/2, 1/4,
+1/8 (normalised; nnU-Net's scheme).
+
+Fine-tuning is the harness's (:func:`medssl.eval.segmentation.fit_segmenter`:
+warm-up + poly decay, the encoder at ``encoder_lr_scale``, class-balanced
+foreground patches, augmentation) with the deep-supervision loss, on the
+harness's data-sized patch rounded down to what the decoder restores
+(multiples of 16 x 32 x 32 for MiT, 4 x 32 x 32 for MiT+; :func:`mit_patch_size`).
 """
 
 from __future__ import annotations
@@ -28,6 +41,9 @@ from torch import nn
 
 from ..backbones.mit_layers import ConvNormAct, TokenStage, conv_cls, path_key
 from ..methods.unimiss_common import to_channels
+
+#: The backbones :func:`mit_segnet` builds a network for.
+MIT_BACKBONES = ("mit_tiny", "mit_small", "mit_plus")
 
 
 def _run_stage(stage: TokenStage, fmap: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -43,7 +59,37 @@ def _run_stage(stage: TokenStage, fmap: torch.Tensor, skip: Optional[torch.Tenso
     return x.transpose(1, 2).reshape(B, C, *grid)
 
 
-class MiTSegNet(nn.Module):
+class _MiTSegBase(nn.Module):
+    """What both networks share: argument checks, the input conversion, the chosen path."""
+
+    def _setup(self, backbone: nn.Module, num_classes: int, spatial_dims: Optional[int], deep_supervision: bool,
+               cache_spec: Optional[Dict[str, Any]], model_spec: Optional[Dict[str, Any]]) -> int:
+        from ..normalisation import needs_conversion
+
+        self.cache_spec, self.model_spec = cache_spec, model_spec
+        self._convert = needs_conversion(cache_spec, model_spec)
+        if num_classes < 2:
+            raise ValueError(f"num_classes: must be >= 2 (background + one class), got {num_classes}")
+        d = int(spatial_dims or backbone.spatial_dims)
+        if d not in backbone.paths:
+            raise ValueError(f"spatial_dims: {d} is not a path of this backbone ({backbone.paths})")
+        self.spatial_dims, self.num_classes, self.deep_supervision = d, int(num_classes), bool(deep_supervision)
+        self.in_channels = int(backbone.in_channels_by_path[d])
+        self.embed_dim = int(backbone.embed_dim)
+        self._key = path_key(d)
+        return d
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"x: expected a [B, C, *S] tensor with {self.spatial_dims} spatial dims, got {tuple(x.shape)}")
+        if self._convert:
+            from ..normalisation import convert
+
+            x = convert(x, self.cache_spec, self.model_spec)
+        return to_channels(x, self.in_channels)
+
+
+class MiTSegNet(_MiTSegBase):
     """``x: [B, C, *S] -> logits [B, num_classes, *S]`` on a MiT backbone (2D or 3D by ``spatial_dims``).
 
     Args:
@@ -60,20 +106,9 @@ class MiTSegNet(nn.Module):
                  deep_supervision: bool = True, cache_spec: Optional[Dict[str, Any]] = None,
                  model_spec: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        from ..normalisation import needs_conversion
-
-        self.cache_spec, self.model_spec = cache_spec, model_spec
-        self._convert = needs_conversion(cache_spec, model_spec)
-        if num_classes < 2:
-            raise ValueError(f"num_classes: must be >= 2 (background + one class), got {num_classes}")
         if not hasattr(backbone, "encoder") or not hasattr(backbone.encoder, "stem"):
             raise ValueError("backbone: MiTSegNet needs a MiT backbone (mit_tiny / mit_small)")
-        d = int(spatial_dims or backbone.spatial_dims)
-        if d not in backbone.paths:
-            raise ValueError(f"spatial_dims: {d} is not a path of this backbone ({backbone.paths})")
-        self.spatial_dims, self.num_classes, self.deep_supervision = d, int(num_classes), bool(deep_supervision)
-        self.in_channels = int(backbone.in_channels_by_path[d])
-        self.embed_dim = int(backbone.embed_dim)
+        d = self._setup(backbone, num_classes, spatial_dims, deep_supervision, cache_spec, model_spec)
         self.encoder = backbone.encoder
         if backbone.decoder is None:
             from ..backbones.mit import MiTDecoder
@@ -81,23 +116,15 @@ class MiTSegNet(nn.Module):
             self.decoder = MiTDecoder(backbone.encoder.stage_grids, paths=backbone.paths)
         else:
             self.decoder = backbone.decoder
-        k = path_key(d)
         dims = [s.blocks[0].norm1.normalized_shape[0] for s in self.decoder.stages]  # [256, 128, 48]
         self.up = conv_cls(d, transposed=True)(dims[-1], 32, kernel_size=2, stride=2)
         self.block = nn.Sequential(ConvNormAct(d, 32, 32, 3, 1, 1), ConvNormAct(d, 32, 32, 3, 1, 1))
         self.classifier = conv_cls(d)(32, num_classes, kernel_size=1)
         self.ds_heads = nn.ModuleList([conv_cls(d)(c, num_classes, kernel_size=1) for c in dims])
         self.final_scale = (1, 2, 2) if d == 3 else (2, 2)
-        self._key = k
 
     def forward(self, x: torch.Tensor) -> Any:
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(f"x: expected a [B, C, *S] tensor with {self.spatial_dims} spatial dims, got {tuple(x.shape)}")
-        if self._convert:
-            from ..normalisation import convert
-
-            x = convert(x, self.cache_spec, self.model_spec)
-        x = to_channels(x, self.in_channels)
+        x = self._inputs(x)
         stem = self.encoder.stem[self._key](x)  # [B, 32, *S/stem]
         maps, h = [stem], stem
         for stage in self.encoder.stages:
@@ -115,6 +142,68 @@ class MiTSegNet(nn.Module):
         if self.training and self.deep_supervision:
             return [main] + [head(o) for head, o in zip(reversed(self.ds_heads), reversed(outs))]
         return main
+
+
+class MiTPlusSegNet(_MiTSegBase):
+    """``x: [B, C, *S] -> logits [B, num_classes, *S]`` on a MiT+ backbone and its pretrained decoder.
+
+    Args as :class:`MiTSegNet`; ``backbone`` is a :class:`~medssl.backbones.mit_plus.MiTPlus`
+    (any ``width`` / depths). Without a decoder (``with_decoder=False``) a new one is built.
+    """
+
+    def __init__(self, backbone: nn.Module, *, num_classes: int, spatial_dims: Optional[int] = None,
+                 deep_supervision: bool = True, cache_spec: Optional[Dict[str, Any]] = None,
+                 model_spec: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        from ..backbones.mit_plus import MiTPlus, MiTPlusDecoder
+
+        if not isinstance(backbone, MiTPlus):
+            raise ValueError("backbone: MiTPlusSegNet needs a MiT+ backbone (mit_plus)")
+        d = self._setup(backbone, num_classes, spatial_dims, deep_supervision, cache_spec, model_spec)
+        c0, c1, *enc = [int(c) for c in backbone.feature_channels]  # [32, 64 | 128, 256, 320, 320]
+        self.encoder = backbone.encoder
+        if backbone.decoder is None:
+            ch = backbone.in_channels_by_path
+            self.decoder = MiTPlusDecoder(backbone.encoder.stage_grids, backbone.paths, ch[2], ch[3],
+                                          enc_dims=enc, conv_dims=(c0, c1))
+        else:
+            self.decoder = backbone.decoder
+        self.block = ConvNormAct(d, c0, c0, 3, 1, 1)
+        self.classifier = conv_cls(d)(c0, num_classes, kernel_size=1)
+        # deep supervision, finest first: the conv1-level map, then token stages 3 and 2 (enc[0], enc[1] channels)
+        self.ds_heads = nn.ModuleList([conv_cls(d)(c, num_classes, kernel_size=1) for c in (c1, enc[0], enc[1])])
+
+    def forward(self, x: torch.Tensor) -> Any:
+        x = self._inputs(x)
+        maps, _ = self.encoder(x)  # [conv0, conv1, s1..s4], the pretraining forward (cls token included)
+        outs = self.decoder.stage_maps(maps)  # [stage1, stage2, stage3, conv1-level, full resolution]
+        main = self.classifier(self.block(outs[-1]))  # [B, K, *S]
+        if self.training and self.deep_supervision:
+            return [main] + [head(o) for head, o in zip(self.ds_heads, (outs[3], outs[2], outs[1]))]
+        return main
+
+
+def mit_segnet(backbone: nn.Module, **kwargs: Any) -> nn.Module:
+    """:class:`MiTSegNet` for a MiT, :class:`MiTPlusSegNet` for a MiT+ (keyword arguments as theirs)."""
+    from ..backbones.mit import MiT
+    from ..backbones.mit_plus import MiTPlus
+
+    if isinstance(backbone, MiTPlus):
+        return MiTPlusSegNet(backbone, **kwargs)
+    if isinstance(backbone, MiT):
+        return MiTSegNet(backbone, **kwargs)
+    raise ValueError(f"backbone: the MiT segmentation networks need a MiT or MiT+ backbone, got {type(backbone).__name__}")
+
+
+def mit_patch_size(backbone: nn.Module, shapes: Sequence[Sequence[int]], base_patch: Sequence[int],
+                   cfg: Any = None) -> tuple:
+    """The harness's fine-tuning patch (:func:`~medssl.eval.segmentation.finetune_patch_size`) rounded down,
+    per axis, to a multiple of what the decoder restores (``backbone.input_multiple``), never below ``base_patch``."""
+    from .segmentation import finetune_patch_size
+
+    patch = finetune_patch_size(backbone, shapes, base_patch, cfg)
+    mult = backbone.input_multiple(len(base_patch))
+    return tuple(max(int(b), (int(p) // int(m)) * int(m)) for p, b, m in zip(patch, base_patch, mult))
 
 
 def deep_supervision_loss(outputs: Any, target: torch.Tensor, loss_fn: Any) -> torch.Tensor:
@@ -148,7 +237,7 @@ def to_model_range(image: np.ndarray, normalisation: Optional[Dict[str, Any]],
 
 
 def finetune_mit_segmentation(
-    encoder: nn.Module,
+    backbone: nn.Module,
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     *,
@@ -159,57 +248,55 @@ def finetune_mit_segmentation(
     device: str | torch.device = "cpu",
     cache_spec: Optional[Dict[str, Any]] = None,
     model_spec: Optional[Dict[str, Any]] = None,
-) -> MiTSegNet:
-    """Fine-tune a :class:`MiTSegNet` on ``images[i]`` with ``labels[i]`` (DiceCE + deep supervision).
+) -> nn.Module:
+    """Fine-tune :func:`mit_segnet` of ``backbone`` on ``images[i]`` with ``labels[i]`` (Dice+CE, deep supervision).
 
-    ``images`` hold values scaled by ``cache_spec``; the network converts them to ``model_spec``.
+    The loop, schedule, sampling and augmentation are the harness's
+    (:func:`~medssl.eval.segmentation.fit_segmenter` with ``config``, a
+    :class:`~medssl.eval.segmentation.SegFinetuneConfig`); the encoder's
+    parameters take ``encoder_lr_scale``, the decoder (pretrained) and the
+    new heads the full rate. ``images`` hold values scaled by
+    ``cache_spec``; the network converts them to ``model_spec``.
     """
     from monai.losses import DiceCELoss
 
-    from .segmentation import SegFinetuneConfig, sample_patches
+    from .segmentation import SegFinetuneConfig, fit_segmenter
 
     cfg = config or SegFinetuneConfig()
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"images/labels: need equally many, at least one ({len(images)} and {len(labels)})")
     torch.manual_seed(seed)
-    net = MiTSegNet(encoder, num_classes=num_classes, spatial_dims=len(patch_size), cache_spec=cache_spec,
-                    model_spec=model_spec).to(device)
-    enc_ids = {id(p) for p in net.encoder.parameters()}
-    groups = [{"params": [p for p in net.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
-              {"params": list(net.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale}]
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    rng = np.random.default_rng(seed)
-    net.train()
-    for _ in range(cfg.steps):
-        x, y = sample_patches(images, labels, patch_size=patch_size, batch_size=cfg.batch_size, rng=rng,
-                              foreground_prob=cfg.foreground_prob)
-        loss = deep_supervision_loss(net(x.to(device)), y.to(device), loss_fn)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    net.eval()
-    return net
+    net = mit_segnet(backbone, num_classes=num_classes, spatial_dims=len(patch_size), cache_spec=cache_spec,
+                     model_spec=model_spec).to(device)
+    enc = list(net.encoder.parameters())
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in net.parameters() if id(p) not in enc_ids]
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+    return fit_segmenter(net, enc, rest, images, labels, patch_size=patch_size, config=cfg, seed=seed, device=device,
+                         loss=lambda out, y: deep_supervision_loss(out, y, dice_ce))
 
 
 def _register_task() -> None:
     from .tasks import register_task
 
-    @register_task("mit_segmentation", help="UniMiSS's MiT segmentation network (deep supervision) fine-tuned with Dice+CE",
-                   primary_metric="mean_dice")
+    @register_task("mit_segmentation", help="UniMiSS's MiT / MiT+ segmentation networks on their pretrained decoders "
+                   "(deep supervision), fine-tuned as the segmentation task", primary_metric="mean_dice")
     def mit_segmentation_task(model: Any, data: Any, s: Any) -> List[Dict[str, Any]]:
-        """As the ``segmentation`` task, with :class:`MiTSegNet` fed the checkpoint's recorded normalisation.
+        """As the ``segmentation`` task (schedule, data-sized patch, paired per-patient scores) with
+        :func:`mit_segnet` fed the checkpoint's recorded normalisation.
 
         Cache values enter the network (patches padded with cache zeros, air
         for CT) and are converted inside it, for the random-init row alike.
         """
         from ..errors import DataError
+        from .paired import CASES_KEY
         from .segmentation import evaluate_segmentation
         from .splits import label_subset
-        from .tasks import _row, split
+        from .tasks import _row, cases, split
 
-        if model.backbone_name not in ("mit_tiny", "mit_small"):
-            raise DataError(data.source, f"mit_segmentation needs a MiT checkpoint, got backbone '{model.backbone_name}'")
+        if model.backbone_name not in MIT_BACKBONES:
+            raise DataError(data.source, f"mit_segmentation needs a MiT or MiT+ checkpoint ({', '.join(MIT_BACKBONES)}), "
+                                         f"got backbone '{model.backbone_name}'")
         tr, te = split(data, s)
         tr = [i for i in tr if data.label(i) is not None]
         te = [i for i in te if data.label(i) is not None]
@@ -221,17 +308,21 @@ def _register_task() -> None:
         labels = {i: data.label(i) for i in tr + te}
         n_cls = int(max(int(v.max()) for v in labels.values())) + 1
         names = data.label_names if data.label_names and len(data.label_names) == n_cls - 1 else None
+        patch = mit_patch_size(model.build(0), [labels[i].shape for i in tr], model.patch_size, s.seg)
         rows: List[Dict[str, Any]] = []
         for seed in s.seeds:
             sub = label_subset(len(tr), s.label_fraction, seed, min_labels=1)
             ids = [tr[j] for j in sub]
             net = finetune_mit_segmentation(model.build(seed), [img[i] for i in ids], [labels[i] for i in ids],
-                                            num_classes=n_cls, patch_size=model.patch_size, config=s.seg, seed=seed,
+                                            num_classes=n_cls, patch_size=patch, config=s.seg, seed=seed,
                                             device=s.device, cache_spec=cache_spec, model_spec=model_spec)
+            per: Dict[str, np.ndarray] = {}
             m = evaluate_segmentation(net, [img[i] for i in te], [labels[i] for i in te], num_classes=n_cls,
-                                      patch_size=model.patch_size, spacings=[data.spacing.get(i) for i in te],
-                                      class_names=names, overlap=s.seg.overlap, device=s.device)
-            rows.append(_row(model, "mit_segmentation", "finetune", "label", s.label_fraction, len(sub), seed, **m))
+                                      patch_size=patch, spacings=[data.spacing.get(i) for i in te],
+                                      class_names=names, overlap=s.seg.overlap, device=s.device, per_case=per)
+            rows.append(_row(model, "mit_segmentation", "finetune", "label", s.label_fraction, len(sub), seed, **m,
+                             patch="x".join(str(v) for v in patch),
+                             **{CASES_KEY: cases(te, "mean_dice", "mean", score=per["mean_dice"])}))
         return rows
 
 
