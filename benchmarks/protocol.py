@@ -42,14 +42,17 @@ FROZEN_TASKS = (
 )
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
 
+#: MiT / MiT+ segment with their pretrained decoders (mit_segmentation), on the harness's schedule
+MIT_SEG = Eval(("mit_segmentation",), None, 3, {"seg_overlap": 0.0})
+
 SUITES = {
     "unimiss": [
-        Stage("unimiss", "unimiss_tiny", (SEG, XRAY), group="mit_tiny"),
-        Stage("unimiss_plus", "unimiss_plus_tiny", (SEG, XRAY), group="mit_plus"),
-        Stage("unimiss_plus-no_drr", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_drr=false",), group="mit_plus"),
-        Stage("unimiss_plus-no_slices", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_slices=false",),
+        Stage("unimiss", "unimiss_tiny", (MIT_SEG, XRAY), group="mit_tiny"),
+        Stage("unimiss_plus", "unimiss_plus_tiny", (MIT_SEG, XRAY), group="mit_plus"),
+        Stage("unimiss_plus-no_drr", "unimiss_plus_tiny", (MIT_SEG, XRAY), ("method.use_drr=false",), group="mit_plus"),
+        Stage("unimiss_plus-no_slices", "unimiss_plus_tiny", (MIT_SEG, XRAY), ("method.use_slices=false",),
               group="mit_plus"),
-        Stage("unimiss_plus-no_recon", "unimiss_plus_tiny", (SEG, XRAY), ("method.use_recon=false",),
+        Stage("unimiss_plus-no_recon", "unimiss_plus_tiny", (MIT_SEG, XRAY), ("method.use_recon=false",),
               group="mit_plus"),
     ],
     # the UniMiSS rows on X-rays only (segmentation fine-tuning of MiT+ costs about 90 s per model and seed on CPU)
