@@ -25,8 +25,8 @@ the decoder, whose widths mirror the encoder's for the skips), rounded to a
 multiple of 8 so that every head count divides its stage; ``depths`` /
 ``decoder_depths`` set the blocks per stage. The defaults (``width=1``,
 depths 1,2,4,2 and 1,1,1) are the authors' MiT+, the architecture released
-weights import into; ``width=0.25, depths=(1, 1, 1, 1)`` is the CPU-sized
-MiT+ of ``configs/unimiss_plus_tiny.yaml`` (channels 8, 16 | 32, 64, 80, 80).
+weights import into; ``width=0.125, depths=(1, 1, 1, 1)`` is the CPU-sized
+MiT+ of ``configs/unimiss_plus_tiny.yaml`` (channels 8, 8 | 16, 32, 40, 40).
 """
 
 from __future__ import annotations
