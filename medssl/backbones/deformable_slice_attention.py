@@ -67,7 +67,7 @@ def interp1d(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """
     n = x.shape[-1]
     pos = pos.clamp(0, n - 1)
-    lo = pos.detach().floor().clamp(max=max(n - 2, 0)).long()  # [B, M]
+    lo = torch.nan_to_num(pos.detach(), nan=0.0).floor().clamp(0, max(n - 2, 0)).long()  # [B, M]; NaN -> slice 0
     hi = (lo + 1).clamp(max=n - 1)
     w = (pos - lo.to(pos.dtype)).unsqueeze(1)  # [B, 1, M]
     c = x.shape[1]
@@ -115,7 +115,8 @@ def split_positions(pos: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tens
     ``lo <= max(n - 2, 0)``, so ``w`` is in [0, 1] and ``lo + 1`` is a slice
     whenever ``n > 1``; ``w`` carries the gradient of ``pos``.
     """
-    lo = pos.detach().floor().clamp(0, max(n - 2, 0)).long()
+    # a non-finite position (from a NaN/Inf input) indexes slice 0: the output is NaN, never an out-of-range read
+    lo = torch.nan_to_num(pos.detach(), nan=0.0).floor().clamp(0, max(n - 2, 0)).long()
     return lo, pos - lo.to(pos.dtype)
 
 

@@ -352,3 +352,18 @@ def test_bad_arguments_name_the_argument():
         DeformableSliceAttention(dim=16, heads=4, head_dim=4, offset_groups=2, offset_kernel=2, offset_stride=4)
     with pytest.raises(ValueError, match="attention"):
         VolumeTransformer(dim=16, attention="sparse")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_gives_nan_not_an_out_of_range_index(bad):
+    """A NaN/Inf slice makes NaN offsets: every sampling index stays a slice, the output is NaN, backward runs."""
+    lo, w = dsa.split_positions(torch.tensor([[0.5, float("nan"), 3.2, float("inf")]]), 6)
+    assert lo.min() >= 0 and lo.max() <= 4 and torch.isnan(w[0, 1])
+    a = _attn()
+    x = torch.randn(2, 12, 16)
+    x[0, 3] = bad
+    x.requires_grad_(True)
+    y = a(x)
+    assert not torch.isfinite(y[0]).all()
+    y.sum().backward()  # the CPU loops index only slices that exist
+    assert x.grad is not None
