@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from ..errors import DataError
+from .jsonfile import read_jsonl
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -22,18 +22,7 @@ def _rows(path: Path) -> List[Dict[str, object]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise DataError(path, f"line {n}: not valid JSON ({exc.msg})") from None
-                        if not isinstance(row, dict):
-                            raise DataError(path, f"line {n}: expected a JSON object")
-                        rows.append(row)
-            return rows
+            return read_jsonl(path)
         with open(path, encoding="utf-8-sig", newline="") as fh:
             return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
     except UnicodeDecodeError:
