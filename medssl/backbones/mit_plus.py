@@ -180,7 +180,6 @@ class MiTPlusDecoder(nn.Module):
         self.up2 = nn.ModuleDict({k: _up(int(k[0]), conv_dims[1], conv_dims[0], CONV1_STRIDE[k]) for k in keys})
         out_ch = {"2d": in_channels_2d, "3d": in_channels_3d}
         self.head = nn.ModuleDict({k: conv_cls(int(k[0]))(conv_dims[0], out_ch[k], kernel_size=1) for k in keys})
-        self.out_channels = int(conv_dims[0])  # channels of the map the reconstruction head reads
 
     @staticmethod
     def _check(x: torch.Tensor, skip: torch.Tensor, up: nn.Module) -> None:
