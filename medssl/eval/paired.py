@@ -129,11 +129,20 @@ def paired_delta(
             "n_test": n, "n_seeds": len(model_runs), "n_boot_valid": int(len(boots))}
 
 
+#: Differences this small are rounding, not an effect (two models with the same outputs give +-1e-17).
+VERDICT_TOLERANCE = 1e-9
+
+
 def verdict(lo: float, hi: float, *, lower_better: bool = False) -> str:
-    """``helps`` / ``hurts`` / ``no detectable difference`` from a CI of (model - baseline)."""
+    """``helps`` / ``hurts`` / ``no detectable difference`` from a CI of (model - baseline).
+
+    An interval must clear zero by more than :data:`VERDICT_TOLERANCE`: two
+    models with identical outputs differ only by floating-point rounding.
+    """
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "no detectable difference"
-    better, worse = (hi < 0, lo > 0) if lower_better else (lo > 0, hi < 0)
+    t = VERDICT_TOLERANCE
+    better, worse = (hi < -t, lo > t) if lower_better else (lo > t, hi < -t)
     return "helps" if better else "hurts" if worse else "no detectable difference"
 
 

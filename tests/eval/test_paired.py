@@ -102,6 +102,7 @@ def test_verdicts_and_direction():
     assert verdict(-0.1, 0.1) == "no detectable difference"
     assert verdict(-0.2, -0.01, lower_better=True) == "helps"
     assert verdict(float("nan"), float("nan")) == "no detectable difference"
+    assert verdict(-4e-17, -1e-17) == "no detectable difference"  # identical outputs, rounding only
     assert lower_is_better("mean_hd95") and lower_is_better("mae") and not lower_is_better("mean_dice")
 
 
