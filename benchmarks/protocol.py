@@ -55,7 +55,7 @@ SUITES = {
         Stage("unimiss_plus-no_recon", "unimiss_plus_tiny", (MIT_SEG, XRAY), ("method.use_recon=false",),
               group="mit_plus"),
     ],
-    # the UniMiSS rows on X-rays only (segmentation fine-tuning of MiT+ costs about 90 s per model and seed on CPU)
+    # the UniMiSS rows on X-rays only (no segmentation fine-tuning: the cheap way to compare the 2D path)
     "unimiss_xray": [
         Stage("unimiss", "unimiss_tiny", (XRAY,), group="mit_tiny"),
         Stage("unimiss_plus", "unimiss_plus_tiny", (XRAY,), group="mit_plus"),
