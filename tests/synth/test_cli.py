@@ -36,7 +36,7 @@ def test_cli_writes_a_tiny_cohort_and_rewrites_it(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, key",
     [
-        (["--n", "0"], "'n'"),
+        (["--n", "0"], "'--n'"),
         (["--preset", "huge"], "'preset'"),
         (["--workers", "0"], "'workers'"),
     ],
