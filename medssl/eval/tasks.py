@@ -104,8 +104,9 @@ class _Features:
         self._cache = model.feature_cache
 
     def _key(self, seed: int) -> Tuple[Any, ...]:
-        return (bool(self.model.pretrained), 0 if self.model.pretrained else int(seed), self.data.source, int(self.data.spatial_dims),
-                tuple(self.data.ids), tuple(self.model.patch_size), self.s.feature_mode)
+        m, d = self.model, self.data
+        return (bool(m.pretrained), 0 if m.pretrained else int(seed), d.source, int(d.spatial_dims), tuple(d.ids),
+                tuple(m.patch_size), self.s.feature_mode)
 
     def __call__(self, seed: int, ids: Sequence[str]) -> np.ndarray:
         key = self._key(seed)
