@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..normalisation import check as check_spec
-from ..normalisation import convert, needs_conversion
+from ..normalisation import convert
 from ..preprocess.cache import Cache
 from ..registry import SOURCES
 from .base import DTYPES, CacheSource, check_dtype, check_size, flip_view, minimal_meta, pad_to, random_start
@@ -90,7 +90,6 @@ class PatchSource(CacheSource):
                 raise ValueError("normalisation: the cache does not record its intensity scaling, so patches "
                                  "cannot be converted")
             try:
-                needs_conversion(self._cache_spec, normalisation)
                 convert(np.zeros(1, np.float32), self._cache_spec, normalisation)
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"normalisation: cannot convert the cache's scaling to {dict(normalisation)}: {exc}") from None
