@@ -19,8 +19,11 @@ Suites:
   baselines SimCLR, MoCo v2, DINO, MAE on 3D patches; segmentation Dice and severity AUC
   cpu_baselines SimCLR, MoCo v2 (one ResNet-10 and its random twin), MAE; frozen probes of emphysema_pct and
            lung_function (R^2, Spearman), nodule / consolidation / effusion (AUC), survival (C-index)
+  cpu_methods T3D, IICC, DrasCLR, UniMiSS+ (each with its random twin): the frozen probes above, plus report
+           retrieval and zero-shot (T3D), X-ray consolidation (IICC, UniMiSS+), DrasCLR's patient-level tasks
 
     python benchmarks/protocol.py --suite cpu_baselines --n 160 --seed 0 --steps 1500 --label-fraction 1.0
+    python benchmarks/protocol.py --suite cpu_methods --n 160 --seed 0 --budget-s 600 --label-fraction 1.0
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ FROZEN_TASKS = (
          {**FROZEN, "feature_mode": "sliding"}),
 )
 XRAY = Eval(("classification",), "consolidation", 2, FROZEN)
+#: DrasCLR's own protocol: patient features from its anatomical patches at their atlas locations (pooled or with
+#: trained pooling heads), for the same continuous targets, nodules and survival
+DRASCLR_TASKS = (
+    Eval(("patient_regression:emphysema_pct", "patient_regression:lung_function", "patient_classification:nodule",
+          "patient_survival")),
+)
 
 #: MiT / MiT+ segment with their pretrained decoders (mit_segmentation), on the harness's schedule
 MIT_SEG = Eval(("mit_segmentation",), None, 3, {"seg_overlap": 0.0})
@@ -83,6 +92,14 @@ SUITES = {
     ],
     "baselines": [
         Stage(name, f"{name}_tiny", (SEG, SEVERITY), group=name) for name in ("simclr", "moco", "dino", "mae")
+    ],
+    # the CPU tier of the paper methods: the powered frozen tasks for every row, plus what each method targets
+    # (X-rays for the 2D/3D methods, patient-level anatomy features for DrasCLR, reports for T3D)
+    "cpu_methods": [
+        Stage("t3d", "t3d_tiny", (Eval(("report_retrieval", "zero_shot")),) + FROZEN_TASKS, group="t3d"),
+        Stage("iicc", "iicc_tiny", FROZEN_TASKS + (XRAY,), group="iicc"),
+        Stage("drasclr", "drasclr_tiny", DRASCLR_TASKS, group="drasclr"),
+        Stage("unimiss_plus", "unimiss_plus_tiny", FROZEN_TASKS + (XRAY,), group="mit_plus"),
     ],
 }
 

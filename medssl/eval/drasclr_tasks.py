@@ -44,7 +44,8 @@ from .models import ModelSpec
 from .regression import regression_report
 from .splits import label_subset
 from .survival import CoxProbe, concordance_index
-from .tasks import EvalSettings, _row, register_task, split, sweep_name
+from .paired import CASES_KEY
+from .tasks import EvalSettings, _row, cases, register_task, split, sweep_name
 
 Row = Dict[str, Any]
 TARGETS = {"patient_classification": "severity", "patient_regression": "lung_function",
@@ -118,7 +119,8 @@ def _classification(model: ModelSpec, data: EvalData, s: EvalSettings, fractions
                 probas[kind] = torch.softmax(torch.as_tensor(head.predict(fte)), 1).numpy()
             for kind, proba in probas.items():
                 m = classification_report(yte, proba, n_boot=s.n_boot, seed=seed)
-                rows.append(_row(model, "patient_classification", kind, target, frac, len(sub), seed, **m))
+                rows.append(_row(model, "patient_classification", kind, target, frac, len(sub), seed, **m,
+                                 **{CASES_KEY: cases(pd_.test, "auc", "auc", y=yte, proba=proba)}))
     return rows
 
 
@@ -136,7 +138,8 @@ def _regression(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Se
                 head = P.fit_pooled_head(pd_.learned(kind, ftr.shape[2]), ftr[sub], ytr[sub], loss="mse", steps=HEAD_STEPS, seed=seed)
                 preds[kind] = head.predict(fte)[:, 0]
             for kind, p in preds.items():
-                rows.append(_row(model, "patient_regression", kind, target, frac, len(sub), seed, **regression_report(yte, p)))
+                rows.append(_row(model, "patient_regression", kind, target, frac, len(sub), seed, **regression_report(yte, p),
+                                 **{CASES_KEY: cases(pd_.test, "r2", "r2", y=yte, pred=p)}))
     return rows
 
 
@@ -160,7 +163,9 @@ def _survival(model: ModelSpec, data: EvalData, s: EvalSettings, fractions: Sequ
                     risks[kind] = head.predict(fte)[:, 0]
             for kind in P.POOLINGS + LEARNED:
                 c = concordance_index(t_te, risks[kind], e_te) if kind in risks else float("nan")
-                rows.append(_row(model, "patient_survival", kind, target, frac, len(sub), seed, c_index=c))
+                extra = {CASES_KEY: cases(pd_.test, "c_index", "c_index", time=t_te, event=e_te, risk=risks[kind])} \
+                    if kind in risks else {}
+                rows.append(_row(model, "patient_survival", kind, target, frac, len(sub), seed, c_index=c, **extra))
     return rows
 
 

@@ -62,6 +62,22 @@ def prompt_scores(volumes: torch.Tensor, positive: torch.Tensor, negative: torch
     return ((v @ p.T).mean(1) - (v @ n.T).mean(1)).numpy()
 
 
+def zero_shot_scores(
+    volumes: torch.Tensor,
+    meta: Sequence[Mapping],
+    embed_text: Callable[[List[str]], torch.Tensor],
+    findings: Sequence[Finding] = SYNTH_FINDINGS,
+) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """``{finding: (labels [N], prompt scores [N])}``: the labels read from ``meta``, the scores of the prompts."""
+    if len(meta) != len(volumes):
+        raise ValueError(f"meta: {len(meta)} records for {len(volumes)} volume embeddings")
+    out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    for f in findings:
+        s = prompt_scores(volumes, embed_text(list(f.positive)), embed_text(list(f.negative)))
+        out[f.name] = (np.asarray([f.label(m) for m in meta]), np.asarray(s, dtype=np.float64))
+    return out
+
+
 def zero_shot_auc(
     volumes: torch.Tensor,
     meta: Sequence[Mapping],
@@ -71,13 +87,7 @@ def zero_shot_auc(
     """``{finding: AUC}`` of prompt scores against the labels read from ``meta`` (NaN when one class is absent)."""
     from .metrics import binary_auc
 
-    if len(meta) != len(volumes):
-        raise ValueError(f"meta: {len(meta)} records for {len(volumes)} volume embeddings")
-    out: Dict[str, float] = {}
-    for f in findings:
-        s = prompt_scores(volumes, embed_text(list(f.positive)), embed_text(list(f.negative)))
-        out[f.name] = binary_auc(np.asarray([f.label(m) for m in meta]), s)
-    return out
+    return {name: binary_auc(y, s) for name, (y, s) in zero_shot_scores(volumes, meta, embed_text, findings).items()}
 
 
 class RidgeAlign:

@@ -57,6 +57,14 @@ def test_patient_tasks_return_one_row_per_pooling_with_their_metrics(prepared):
             assert r["task"] == task and r["model"] == "tiny-cond" and r["n_labelled"] == 2
     reg = TASKS.get("patient_regression")(model, data, s)
     assert all(math.isfinite(r["mae"]) for r in reg)
+    # per-test-patient outputs that give back each row's metric (paired deltas against the random-init twin)
+    from medssl.eval.paired import CASES_KEY, metric_on
+
+    for task, metric in (("patient_classification", "auc"), ("patient_regression", "r2"), ("patient_survival", "c_index")):
+        for r in TASKS.get(task)(model, data, s):
+            if math.isfinite(r[metric]):
+                assert r[CASES_KEY]["metric"] == metric
+                assert metric_on(r[CASES_KEY]) == pytest.approx(r[metric])
 
 
 def test_dense_task_and_the_geometry_it_paints_into(prepared):

@@ -175,6 +175,15 @@ def test_eval_rows_flag_pairs_seen_in_pretraining(cohort, run, tmp_path):
     assert all(r["pairs_seen_in_pretraining"] is False for r in rows)
     base = report_retrieval_task(baseline_for(model), data, s)
     assert base and all(r["pairs_seen_in_pretraining"] is False for r in base)
+    # every row carries its per-test-patient outputs, and they give back the row's own metric (paired deltas use them)
+    from medssl.eval.paired import CASES_KEY, metric_on
+    from medssl.eval.tasks import primary_metric
+
+    for r in rows:
+        c = r[CASES_KEY]
+        metric = primary_metric(r["task"])
+        assert c["metric"] == metric and len(c["ids"]) == len(set(c["ids"])) > 1
+        assert metric_on(c) == pytest.approx(r[metric], nan_ok=True)
 
     seen = from_checkpoint(_with_sidecar(ckpt, tmp_path, report_split="all"))
     with pytest.warns(UserWarning, match="pairs_seen_in_pretraining=True"):
