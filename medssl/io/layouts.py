@@ -177,7 +177,7 @@ def _is_dicom_file(p: Path) -> bool:
     return False
 
 
-def _guess_volume_modality(path: Path) -> str:
+def _guess_volume_modality(path: Path, root: Optional[Path] = None) -> str:
     """CT when the central slice holds air-like values (< -500), else MR (MR intensities are >= 0).
 
     Reads the whole volume: pass ``modality`` to a layout to skip this on large folders.
@@ -186,7 +186,7 @@ def _guess_volume_modality(path: Path) -> str:
 
     from .readers3d import read_volume
 
-    vol = read_volume(path, check_values=False)
+    vol = read_volume(path, check_values=False, root=root)
     mid = vol.array[:, :, vol.array.shape[2] // 2]
     return "ct" if float(np.nanmin(mid)) < -500.0 else "mr"
 
@@ -285,9 +285,9 @@ def folder(
         elif kind == "dicom_series":
             first = next(f for f in sorted(path.iterdir()) if _is_dicom_file(f))
             tag = str(pydicom.dcmread(str(first), stop_before_pixels=True).get("Modality", "")).lower()
-            mod = tag if tag in ("ct", "mr") else _guess_volume_modality(path)
+            mod = tag if tag in ("ct", "mr") else _guess_volume_modality(path, root)
         else:
-            mod = _guess_volume_modality(path)
+            mod = _guess_volume_modality(path, root)
         label = None
         if ldir is not None and kind == "volume":
             cand = ldir / path.name

@@ -39,6 +39,9 @@ class Case:
 
     ``image``/``label``/``report`` are absolute; ``report_text`` holds an
     inline report; ``meta`` is free (e.g. ``lesion_label`` path, X-ray ``view``).
+    ``root`` is the dataset folder (the manifest's): data files that an
+    image header names (MHD ``ElementDataFile``, NRRD ``data file:``) must
+    lie inside it; ``None``: inside the header's own folder.
     """
 
     id: str
@@ -50,6 +53,7 @@ class Case:
     pair: Optional[str] = None
     split: Optional[str] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    root: Optional[Path] = field(default=None, compare=False, repr=False)
 
     @property
     def spatial_dims(self) -> int:
@@ -64,7 +68,7 @@ class Case:
             return read_image2d(self.image)
         from .readers3d import read_volume
 
-        return read_volume(self.image)
+        return read_volume(self.image, root=self.root)
 
     def read_label(self, *, check: bool = True):
         """The integer label map (or None), checked against the image grid when ``check``."""
@@ -73,7 +77,7 @@ class Case:
         from .checks import check_pair
         from .readers3d import read_label
 
-        label = read_label(self.label)
+        label = read_label(self.label, root=self.root)
         if check:
             check_pair(self.read_image(), label)
         return label
@@ -211,7 +215,7 @@ def _check(records, root: Path, check_files: bool) -> Tuple[List[Case], List[str
                 m["lesion_label"] = str(paths["lesion_label"])
             cases.append(Case(id=cid, image=paths["image"], modality=mod, label=paths.get("label"),
                               report=paths.get("report"), report_text=rec.get("report_text"),
-                              pair=rec.get("pair"), split=split, meta=m))
+                              pair=rec.get("pair"), split=split, meta=m, root=Path(_lexical(root))))
     by_id = {c.id: c for c in cases}
     for c in cases:
         if c.pair is None:

@@ -23,13 +23,15 @@ from .volume import Volume
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+ANALYZE_SUFFIXES = (".hdr", ".img", ".img.gz", ".hdr.gz")
 
 
 def file_suffix(path: Union[str, Path]) -> str:
     """Lower-case suffix of ``path``, keeping the double ``.nii.gz``."""
     name = Path(path).name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
+    for double in (".nii.gz", ".img.gz", ".hdr.gz"):
+        if name.endswith(double):
+            return double
     return Path(name).suffix
 
 
@@ -38,13 +40,16 @@ def read_volume(
     *,
     dtype: Optional[Union[str, np.dtype]] = np.float32,
     check_values: bool = True,
+    root: Optional[Union[str, Path]] = None,
 ) -> Volume:
     """Read a 3D image from a NIfTI/NRRD/MHA/MHD file or a DICOM series folder.
 
     ``dtype`` is the output array type (float32 for images; ``None`` keeps the
     stored type, as label maps want). With ``check_values`` NaN/Inf voxels
     raise :class:`DataError`. Returns a :class:`Volume` with array (I, J, K)
-    and a RAS affine.
+    and a RAS affine. ``root`` is the dataset folder that data files named
+    by a header (MHD ``ElementDataFile``, NRRD ``data file:``) must lie in;
+    default: the header's own folder.
     """
     path = Path(path)
     if path.is_dir():
@@ -58,7 +63,13 @@ def read_volume(
         if suffix in NIFTI_SUFFIXES:
             vol = _read_nifti(path)
         elif suffix in ITK_SUFFIXES:
+            from .references import check_references
+
+            check_references(path, root)  # before ITK opens a data file outside the dataset
             vol = _read_itk(path)
+        elif suffix in ANALYZE_SUFFIXES:
+            raise DataError(path, "Analyze / NIfTI pairs (.hdr + .img) are not supported: their header and "
+                            "data are separate files; convert the pair to a single .nii.gz")
         elif suffix in (".dcm", ".dicom", ""):
             raise DataError(path, "a single DICOM file is not a 3D volume; pass the folder of its series "
                             "(or use read_image2d for an X-ray)")
@@ -72,13 +83,13 @@ def read_volume(
     return vol
 
 
-def read_label(path: Union[str, Path]) -> Volume:
+def read_label(path: Union[str, Path], *, root: Optional[Union[str, Path]] = None) -> Volume:
     """Read a segmentation label map as an integer volume (I, J, K) with its RAS affine.
 
     Float-stored labels must hold whole numbers; they are converted to the
     smallest of uint8 / int16 / int32 that holds them.
     """
-    vol = read_volume(path, dtype=None, check_values=True)
+    vol = read_volume(path, dtype=None, check_values=True, root=root)
     a = vol.array
     if not np.issubdtype(a.dtype, np.integer):
         if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
@@ -99,6 +110,14 @@ def _read_nifti(path: Path) -> Volume:
 
     try:
         img = nib.load(str(path))
+        if _nifti_magic(path) in (b"ni1", b"ni2") or not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise DataError(path, "is the header of a NIfTI pair (magic 'ni1': its voxels live in a separate "
+                            ".img file), not a single-file NIfTI; convert the pair to a single .nii.gz")
+        raw_dtype = img.get_data_dtype()
+        if raw_dtype.kind == "c" or raw_dtype.fields is not None:
+            what = "complex-valued" if raw_dtype.kind == "c" else f"multi-component ({raw_dtype})"
+            raise DataError(path, f"holds {what} voxels where real scalar intensities are expected "
+                            "(take the magnitude or split the components into separate files)")
         shape = tuple(img.shape)
         if len(shape) != 3:
             shape_3d(shape, path)  # validate the dimensionality before pulling 4D data into memory
@@ -108,7 +127,6 @@ def _read_nifti(path: Path) -> Volume:
             offset = getattr(img.dataobj, "offset", None)  # where nibabel reads from (>= 352 for .nii)
             check_data_length(path, int(img.header.get_data_offset() if offset is None else offset), nbytes,
                               what="cannot read NIfTI file: truncated")
-        raw_dtype = img.get_data_dtype()
         scaled = img.dataobj.slope not in (None, 1.0) or img.dataobj.inter not in (None, 0.0)
         if np.issubdtype(raw_dtype, np.integer) and not scaled:
             array = np.asarray(img.dataobj)
@@ -125,6 +143,21 @@ def _read_nifti(path: Path) -> Volume:
     array = squeeze_to_3d(array, path)
     affine = check_affine(affine, path)
     return Volume(array=array, affine=affine, path=path, meta={"format": "nifti"})
+
+
+def _nifti_magic(path: Path) -> bytes:
+    """The magic string stored in a NIfTI file (nibabel's header object reports the single-file one)."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        head = fh.read(540)
+    for order in ("little", "big"):
+        size = int.from_bytes(head[:4], order)
+        if size == 348:
+            return head[344:348].rstrip(b"\0")
+        if size == 540:
+            return head[4:8].rstrip(b"\0")
+    return b""
 
 
 def itk_affine_ras(direction, spacing, origin) -> np.ndarray:
@@ -150,6 +183,9 @@ def _read_itk(path: Path) -> Volume:
         raise DataError(path, f"cannot read image header (corrupt or unsupported?): {_first_line(exc, path)}") from None
     if ncomp != 1:
         raise DataError(path, f"has {ncomp} components per voxel where a scalar 3D volume is expected")
+    if "complex" in sitk.GetPixelIDValueAsString(reader.GetPixelID()).lower():
+        raise DataError(path, "holds complex-valued voxels where real scalar intensities are expected "
+                        "(take the magnitude first)")
     if dim != 3:
         shape_3d(size, path)
     check_voxels(size, path)  # sizes from the header, before ITK allocates them
