@@ -5,8 +5,12 @@ Cache layout (docs/cache.md)::
     CACHE/fingerprint.json   dataset fingerprint (spacings, sizes, intensities)
     CACHE/plan.json          preprocessing settings
     CACHE/cases/<id>/        image.npy, label.npy, fg_coords.npy, meta.json
-    CACHE/index.jsonl        one record per finished case
+    CACHE/index.jsonl        one record per finished case of the manifest
     CACHE/skipped.json       cases left out by skip_bad, with the reason
+    CACHE/inputs.json        the manifest the cache is built from (path, SHA-256, case ids)
+
+A finished case is redone when its inputs changed (medssl.preprocess.sources);
+cases skipped as bad are tried again on every run.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from ..errors import ConfigError, DataError
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..io.jsonfile import read_json
 from ..io.outputs import check_output_folder
-from .cache import case_record
+from .cache import REBUILD, case_record
 from .fingerprint import case_fingerprint, combine, target_spacing
 from .inputs import load_cases
 from .intensity import DEFAULT_CT_WINDOW, check_window
-from .process import Plan, is_finished, process_case, remove_stale_tmp
+from .process import Plan, drop_case, is_finished, process_case, remove_stale_tmp
+from .sources import stale_reason
 
 
 @dataclass
@@ -38,13 +43,16 @@ class PreprocessReport:
     out: Path
     processed: List[str] = field(default_factory=list)
     reused: List[str] = field(default_factory=list)
+    redone: Dict[str, str] = field(default_factory=dict)  # id -> why (inputs changed); also in processed
     skipped: List[Dict[str, str]] = field(default_factory=list)
     plan: Dict[str, Any] = field(default_factory=dict)
     fingerprint: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = [f"cache {self.out}: {len(self.processed)} written, {len(self.reused)} already there, "
+        redone = f" ({len(self.redone)} redone: inputs changed)" if self.redone else ""
+        lines = [f"cache {self.out}: {len(self.processed)} written{redone}, {len(self.reused)} already there, "
                  f"{len(self.skipped)} skipped; spacing {self.plan.get('spacing')} mm"]
+        lines += [f"  redone {cid}: {why}" for cid, why in self.redone.items()]
         lines += [f"  skipped {s['id']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -102,8 +110,13 @@ def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, p
     if path.is_file():
         old = read_json(path, hint="delete it to have it computed again")
         if old.get("manifest_key") == key:
-            skipped.update({s["id"]: s for s in old.get("skipped", [])})
-            return old
+            retry = _retry_skipped(cases, old, workers=workers, skip_bad=skip_bad, progress=progress)
+            if retry is not None:  # still bad (or none skipped): the fingerprint stands
+                skipped.update(retry)
+                if [s.get("reason") for s in old.get("skipped", [])] != [s["reason"] for s in retry.values()]:
+                    old["skipped"] = list(retry.values())
+                    write_json_atomic(path, old)
+                return old
     per_case = []
     with closing(_run(case_fingerprint, cases, workers=workers, progress=progress, desc="fingerprint",
                       kwargs={})) as results:
@@ -122,6 +135,62 @@ def _fingerprint(cases: List[Any], out: Path, *, workers: int, skip_bad: bool, p
     return fp
 
 
+def _retry_skipped(cases: List[Any], old: Dict[str, Any], *, workers: int, skip_bad: bool,
+                   progress: bool) -> Optional[Dict[str, Dict[str, str]]]:
+    """Try the cases an earlier fingerprint left out again.
+
+    Returns their skip entries when every one still fails (the old
+    fingerprint stands), ``None`` when one of them now reads (the
+    fingerprint is computed again with it). Without ``skip_bad`` a case
+    that still fails raises its error: an earlier ``--skip-bad`` never
+    makes a later run skip silently.
+    """
+    listed = old.get("skipped", [])
+    ids = {s.get("id") for s in listed if isinstance(s, dict)}
+    again = [c for c in cases if str(c.id) in ids]
+    if not again:
+        return {}
+    still: Dict[str, Dict[str, str]] = {}
+    with closing(_run(case_fingerprint, again, workers=workers, progress=progress, desc="fingerprint (retry)",
+                      kwargs={})) as results:
+        for case, res in results:
+            if not isinstance(res, DataError):
+                return None
+            if not skip_bad:
+                raise res
+            still[str(case.id)] = _skip(case, res)
+    order = {str(c.id): n for n, c in enumerate(cases)}
+    return dict(sorted(still.items(), key=lambda kv: order.get(kv[0], 0)))
+
+
+def _check_manifest_record(out: Path, manifest: Any, cases: List[Any]) -> Dict[str, Any]:
+    """The manifest this cache is built from (``inputs.json``); refuses another one, naming both."""
+    rec: Dict[str, Any] = {"manifest": None, "sha256": None, "ids": [str(c.id) for c in cases]}
+    if isinstance(manifest, (str, Path)):
+        from .sources import file_hash
+
+        rec["manifest"] = str(Path(manifest).resolve())
+        rec["sha256"] = file_hash(Path(manifest))
+    path = out / "inputs.json"
+    if path.is_file():
+        old = read_json(path, hint="delete it (or the cache) and run again")
+        check_same_manifest(path, old, rec, "--out")
+    return rec
+
+
+def check_same_manifest(path: Path, old: Dict[str, Any], new: Dict[str, Any], key: str) -> None:
+    """Raise :class:`ConfigError` (``key``) when the cache's ``inputs.json`` (``old``) names another manifest.
+
+    The same manifest file may have changed (cases added or removed); a
+    file elsewhere counts as the same manifest only with identical content.
+    """
+    was, now = old.get("manifest"), new.get("manifest")
+    if was is None or now is None or was == now or (old.get("sha256") and old.get("sha256") == new.get("sha256")):
+        return
+    raise ConfigError(key, f"the cache {path.parent} was built from the manifest {was} ({path}), not from {now}; "
+                      "use another cache folder for this manifest, or delete the cache")
+
+
 def _input_paths(cases: List[Any]) -> List[Path]:
     """The files (and DICOM series folders) the cases are read from."""
     paths = []
@@ -134,11 +203,14 @@ def _input_paths(cases: List[Any]) -> List[Path]:
 
 
 def write_index(out: Path, order: Iterable[str]) -> List[Dict[str, Any]]:
-    """Rewrite ``index.jsonl`` from the finished case folders (manifest order first)."""
+    """Rewrite ``index.jsonl`` from the finished case folders of the manifest's cases ``order`` (in that order).
+
+    Folders of cases the manifest no longer lists stay on disk but out of the index.
+    """
     cases_dir = out / "cases"
-    done = sorted(p.name for p in cases_dir.iterdir() if not p.name.startswith(".") and (p / "meta.json").is_file()) \
-        if cases_dir.is_dir() else []
     rank = {cid: n for n, cid in enumerate(order)}
+    done = sorted(p.name for p in cases_dir.iterdir() if not p.name.startswith(".") and p.name in rank
+                  and (p / "meta.json").is_file()) if cases_dir.is_dir() else []
     done.sort(key=lambda cid: (rank.get(cid, len(rank)), cid))
     records = [case_record(cases_dir / cid / "meta.json") for cid in done]
     write_text_atomic(out / "index.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
@@ -185,14 +257,21 @@ def preprocess_manifest(
     cases = load_cases(manifest, check_files=not skip_bad)
     check_output_folder("--out", out, _input_paths(cases))
     out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "inputs.json", _check_manifest_record(out, manifest, cases))
     skipped: Dict[str, Dict[str, str]] = {}
     fp = _fingerprint(cases, out, workers=int(workers), skip_bad=skip_bad, progress=progress, skipped=skipped)
-    plan = Plan(spacing=target_spacing(fp, spacing), ct_window=[lo, hi], image_order=image_order,
-                crop_margin_mm=float(crop_margin_mm), xray_size=None if xray_size is None else [int(v) for v in xray_size],
-                spacing_source="given" if spacing is not None else "fingerprint median")
     plan_path = out / "plan.json"
+    old = None
     if plan_path.is_file():
         old = Plan.from_json(read_json(plan_path, hint="use a new --out folder or delete the cache"), plan_path)
+    if spacing is None and old is not None:  # an existing cache keeps its grid (its cases are on it)
+        chosen, source = list(old.spacing), old.spacing_source
+    else:
+        chosen, source = target_spacing(fp, spacing), "given" if spacing is not None else "fingerprint median"
+    plan = Plan(spacing=chosen, ct_window=[lo, hi], image_order=image_order,
+                crop_margin_mm=float(crop_margin_mm), xray_size=None if xray_size is None else [int(v) for v in xray_size],
+                spacing_source=source)
+    if old is not None:
         if not old.same_output(plan):
             raise ConfigError("preprocess", f"{out} was built with other settings ({plan_path}: {old.to_json()}); "
                               "use a new --out folder or delete the cache")
@@ -204,19 +283,33 @@ def preprocess_manifest(
     todo = []
     for c in mine:
         if is_finished(cases_dir, str(c.id)):
-            report.reused.append(str(c.id))
-        elif str(c.id) not in skipped:
+            meta_path = cases_dir / str(c.id) / "meta.json"
+            case_record(meta_path)  # a damaged meta.json is named, not silently replaced
+            why = stale_reason(c, read_json(meta_path, hint=REBUILD))
+            if why is None:
+                report.reused.append(str(c.id))
+                continue
+            report.redone[str(c.id)] = why
+            todo.append(c)
+        elif str(c.id) not in skipped:  # skipped: failed again in this run's fingerprint
             todo.append(c)
     remove_stale_tmp(cases_dir, [str(c.id) for c in todo])
-    with closing(_run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
-                      kwargs={"plan": plan, "cases_dir": cases_dir})) as results:
-        for case, res in results:  # closing: an error stops the pool before it propagates
-            if isinstance(res, DataError):
-                if not skip_bad:
-                    raise res
-                skipped[str(case.id)] = _skip(case, res)
-            else:
-                report.processed.append(str(case.id))
+    try:
+        with closing(_run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
+                          kwargs={"plan": plan, "cases_dir": cases_dir, "redo": sorted(report.redone)})) as results:
+            for case, res in results:  # closing: an error stops the pool before it propagates
+                if isinstance(res, DataError):
+                    if str(case.id) in report.redone:  # its inputs changed and no longer read: the old case goes
+                        drop_case(cases_dir, str(case.id))
+                    if not skip_bad:
+                        raise res
+                    skipped[str(case.id)] = _skip(case, res)
+                else:
+                    report.processed.append(str(case.id))
+    except BaseException:
+        if report.redone:  # the index must not list a case folder that was removed
+            write_index(out, [str(c.id) for c in cases])
+        raise
     mine_ids = {str(c.id) for c in mine}
     report.skipped = [s for s in skipped.values() if s["id"] in mine_ids]
     _write_skipped(out, report.skipped, mine_ids)

@@ -26,6 +26,7 @@ from ..errors import DataError
 from .geometry import crop, foreground_bbox, reorient_to_ras, resample_to_spacing, spacing_of, to_zyx
 from ..io.limits import check_voxels
 from .inputs import case_path, check_case_id, read_image2d_checked, read_volume_checked
+from .sources import case_inputs
 from .intensity import DEFAULT_CT_WINDOW, foreground_mask, normalize_ct, normalize_minmax, normalize_zscore
 
 #: Image and label grids may differ by this much (mm, any affine entry) and still count as one grid.
@@ -137,8 +138,13 @@ def remove_stale_tmp(cases_dir: Path, ids: List[str]) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def write_case(cases_dir: Path, case_id: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any]) -> Path:
-    """Write ``arrays`` (as ``NAME.npy``) and ``meta.json`` into ``cases/<id>`` atomically."""
+def write_case(cases_dir: Path, case_id: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any], *,
+               replace: bool = False) -> Path:
+    """Write ``arrays`` (as ``NAME.npy``) and ``meta.json`` into ``cases/<id>`` atomically.
+
+    ``replace``: a finished folder of the case (whose inputs changed) is
+    moved aside and removed once the new one is in place.
+    """
     cases_dir = Path(cases_dir)
     cases_dir.mkdir(parents=True, exist_ok=True)
     tmp = cases_dir / tmp_name(case_id)
@@ -151,15 +157,37 @@ def write_case(cases_dir: Path, case_id: str, arrays: Dict[str, np.ndarray], met
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        old = None
+        if replace and is_finished(cases_dir, case_id):
+            old = cases_dir / tmp_name(case_id)  # a temporary name: an interrupted run's leftover is cleaned up
+            try:
+                os.rename(final, old)
+            except FileNotFoundError:  # another run replaced it first
+                old = None
         try:
             os.rename(tmp, final)
         except OSError:
             if not is_finished(cases_dir, case_id):  # not another shard finishing it first
                 raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def drop_case(cases_dir: Path, case_id: str) -> None:
+    """Remove a finished case folder (moved aside first, so readers never see half of it)."""
+    final = case_dir(cases_dir, case_id)
+    if not final.exists():
+        return
+    old = Path(cases_dir) / tmp_name(case_id)
+    try:
+        os.rename(final, old)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_grid(image, label) -> None:
@@ -196,9 +224,10 @@ def _record(case: Any, cid: str, shape: Tuple[int, ...], spacing: List[float], h
     return rec
 
 
-def process_volume(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
+def process_volume(case: Any, plan: Plan, cases_dir: Path, replace: bool = False) -> Dict[str, Any]:
     """Preprocess a CT/MR case; returns its index record. Raises :class:`DataError` on bad input."""
     cid = check_case_id(case)
+    inputs = case_inputs(case)  # before reading: a file changed meanwhile is noticed by the next run
     vol = read_volume_checked(case)
     lab = read_volume_checked(case, label=True)
     if lab is not None:
@@ -241,16 +270,18 @@ def process_volume(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
         "label_values": label_values, "label_names": (getattr(case, "meta", None) or {}).get("label_names"),
         "manifest_meta": dict(getattr(case, "meta", None) or {}),
         "record": _record(case, cid, arrays["image"].shape, spacing, lab is not None),
+        "inputs": inputs,
     }
-    write_case(cases_dir, cid, arrays, meta)
+    write_case(cases_dir, cid, arrays, meta, replace=replace)
     return meta["record"]
 
 
-def process_xray(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
+def process_xray(case: Any, plan: Plan, cases_dir: Path, replace: bool = False) -> Dict[str, Any]:
     """Cache a 2D X-ray as float16 [H, W] in [0, 1]; returns its index record."""
     from scipy import ndimage
 
     cid = check_case_id(case)
+    inputs = case_inputs(case)
     array, spacing = read_image2d_checked(case)
     normed, spec = normalize_minmax(array)
     if plan.xray_size is not None:
@@ -264,13 +295,15 @@ def process_xray(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
         "spacing": [float(s) for s in spacing], "axes": "hw", "shape": list(image.shape),
         "normalization": spec, "manifest_meta": dict(getattr(case, "meta", None) or {}),
         "record": _record(case, cid, image.shape, [float(s) for s in spacing], False),
+        "inputs": inputs,
     }
-    write_case(cases_dir, cid, {"image": image}, meta)
+    write_case(cases_dir, cid, {"image": image}, meta, replace=replace)
     return meta["record"]
 
 
-def process_case(case: Any, plan: Plan, cases_dir: Path) -> Dict[str, Any]:
-    """Dispatch on modality; returns the index record."""
+def process_case(case: Any, plan: Plan, cases_dir: Path, redo: Any = ()) -> Dict[str, Any]:
+    """Dispatch on modality; returns the index record. A case whose id is in ``redo`` replaces its folder."""
+    replace = str(case.id) in set(redo)
     if case.modality == "xray":
-        return process_xray(case, plan, cases_dir)
-    return process_volume(case, plan, cases_dir)
+        return process_xray(case, plan, cases_dir, replace)
+    return process_volume(case, plan, cases_dir, replace)
