@@ -65,10 +65,13 @@ class DataConfig:
     devices and accumulation micro-steps (so a schedule means the same thing
     on 1 or 8 GPUs); it must be divisible by ``world_size * accumulate``.
     Extra keys (``kwargs``) go to the data source constructor.
+    ``allow_partial_cache``: pretrain on a cache that lacks some of its
+    manifest's cases (refused otherwise); the run summary records it.
     """
 
     manifest: Optional[str] = None
     cache: Optional[str] = None  # default: <manifest dir>/cache
+    allow_partial_cache: bool = False
     source: str = "patch"
     batch_size: int = 8
     num_workers: int = 0

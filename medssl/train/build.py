@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..registry import BACKBONES, METHODS, SOURCES
 
-__all__ = ["build_method", "needs_cache", "cache_path", "ensure_cache", "build_source", "data_meta"]
+__all__ = ["build_method", "needs_cache", "cache_path", "ensure_cache", "check_cache", "build_source", "data_meta"]
 
 
 def build_method(cfg: Any) -> Any:
@@ -58,6 +58,59 @@ def ensure_cache(cfg: Any, *, log: Any = print) -> Path:
     log(f"preprocessing {manifest} into {path} ...")
     preprocess_manifest(manifest, path)
     return path
+
+
+def check_cache(cfg: Any, path: Path) -> Dict[str, Any]:
+    """Refuse a cache built from another manifest, or one that lacks cases of its manifest.
+
+    The manifest is ``data.manifest`` or, without it, the one the cache
+    records (``inputs.json``). A partial cache (cases never processed, or
+    skipped as bad) is used only with ``data.allow_partial_cache=true``.
+    Returns what the run summary records about the cache.
+    """
+    try:
+        from ..preprocess import Cache
+        from ..preprocess.inputs import load_cases
+        from ..preprocess.pipeline import check_same_manifest
+        from ..preprocess.sources import file_hash
+    except ImportError:  # pragma: no cover
+        return {"path": str(path)}
+    from ..io.jsonfile import read_json
+
+    path = Path(path)
+    info: Dict[str, Any] = {"path": str(path)}
+    rec_path = path / "inputs.json"
+    rec = read_json(rec_path, hint="delete it and run `medssl preprocess` again") if rec_path.is_file() else None
+    ids: Optional[list] = None
+    manifest: Optional[str] = None
+    if cfg.data.manifest:
+        m = Path(cfg.data.manifest)
+        if not m.is_file():
+            raise DataError(m, "manifest file not found (data.manifest)")
+        manifest = str(m.resolve())
+        if rec is not None:
+            check_same_manifest(rec_path, rec, {"manifest": manifest, "sha256": file_hash(m)}, "data.manifest")
+        ids = [str(c.id) for c in load_cases(m, check_files=False)]
+    elif rec is not None and isinstance(rec.get("ids"), list):
+        manifest, ids = rec.get("manifest"), [str(i) for i in rec["ids"]]
+    if ids is None:  # a cache from before inputs.json, without a manifest to compare with
+        return info
+    cache = Cache(path)
+    have = set(cache.ids)
+    missing = [i for i in ids if i not in have]
+    bad = {s.get("id") for s in cache.skipped if isinstance(s, dict)}
+    info.update(manifest=manifest, cases=len(ids) - len(missing), manifest_cases=len(ids), missing=len(missing),
+                skipped_as_bad=sum(i in bad for i in missing), partial=bool(missing))
+    if missing:
+        if not cfg.data.allow_partial_cache:
+            n_bad = info["skipped_as_bad"]
+            why = f"{n_bad} of them skipped as bad (listed in {path / 'skipped.json'}), " if n_bad else ""
+            raise ConfigError("data.cache", f"{path} holds {info['cases']} of the {len(ids)} cases of {manifest} "
+                              f"({len(missing)} missing, first {missing[:3]}; {why}{len(missing) - n_bad} never "
+                              f"processed); complete it with `medssl preprocess {manifest} --out {path}`, or set "
+                              "data.allow_partial_cache=true to pretrain on the cases it has")
+        info["allowed_partial"] = True
+    return info
 
 
 def _open_cache(path: Path) -> Any:

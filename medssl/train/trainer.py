@@ -59,7 +59,7 @@ from ..config import RunConfig, config_to_dict, save_config
 from ..errors import CheckpointError, ConfigError, MedsslError
 from ..io.atomic import write_text_atomic
 from ..runtime import tune_cpu_allocator
-from .build import build_method, build_source, cache_path, data_meta, ensure_cache, needs_cache
+from .build import build_method, build_source, cache_path, check_cache, data_meta, ensure_cache, needs_cache
 from .data import StepBatchSampler, StepDataset, build_loader
 from .knn_probe import collect_probe_set, knn_probe, probe_due
 from .logging import RunLogger, write_curves
@@ -222,10 +222,11 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     # -- data, optimiser ----------------------------------------------------------------
     if t.grad_checkpointing:
         method.encoder.set_grad_checkpointing(True)
+    cache_info = None
     if source is None:
         cache = None
-        if needs_cache(cfg):
-            _rank_zero_first(fabric, lambda: ensure_cache(cfg), others=False)
+        if needs_cache(cfg):  # built when missing; refused when from another manifest or partial (unless allowed)
+            cache_info = _rank_zero_first(fabric, lambda: check_cache(cfg, ensure_cache(cfg)), others=False)
             cache = cache_path(cfg)
         # rank 0 first: what a source prepares on first use (DrasCLR patch sets, report embeddings) is made once
         source = _rank_zero_first(fabric, lambda: build_source(cfg, cache))
@@ -397,6 +398,11 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         "precision": t.precision, "probe_s": probe_s, "probe_share": probe_s / wall if wall > 0 else 0.0,
         "probes": probes_before + probe["count"],
     }
+    if cache_info is not None:
+        summary["cache"] = cache_info
+        if cache_info.get("partial"):
+            fabric.print(f"note: pretrained on a partial cache ({cache_info['cases']} of {cache_info['manifest_cases']} "
+                         "cases, data.allow_partial_cache)")
     if len(segments) > 1:
         summary["config_segments"] = segments
     if probe["final"] is not None:
