@@ -129,6 +129,8 @@ def save_release(path: Union[str, Path], method: nn.Module, cfg: Any, data_meta:
     if not enc_keys:
         raise ValueError(f"method: no state-dict key starts with the encoder prefix '{prefix}'")
     bb = dict(cfg_dict.get("backbone", {}))
+    if hasattr(encoder, "release_kwargs"):  # a backbone built from a file (an nnU-Net plans file) records what
+        bb = {"name": bb.get("name"), **encoder.release_kwargs()}  # rebuilds it without that file
     dm = dict(data_meta or {})
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

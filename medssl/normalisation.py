@@ -9,10 +9,11 @@ checkpoints load):
 | ``ct_window`` | ``window: [lo, hi]`` | ``(clip(hu, lo, hi) - lo) / (hi - lo)`` | the cache (``medssl preprocess``), baselines reading cache patches |
 | ``hu_scale`` (alias ``ct_hu_scale``) | ``divisor`` | ``hu / divisor`` | UniMiSS / UniMiSS+ (HU / 1024; Xie et al., ECCV 2022; TPAMI 2024) |
 | ``hu_clip_scale`` | ``window, offset, divisor, shift`` | ``(clip(hu, lo, hi) + offset) / divisor + shift`` | DrasCLR ([-1024, 240], (HU + 1024) / 632 - 1; Yu et al., MICCAI 2022) |
+| ``nnunet_ct`` | ``window, mean, std`` | ``(clip(hu, lo, hi) - mean) / max(std, 1e-8)`` | nnU-Net's ``CTNormalization``: the 0.5 / 99.5 foreground percentiles, mean and std of the dataset fingerprint (:func:`resolve`) |
 | ``minmax`` | ``min, max`` (per image) | not HU: each image scaled to [0, 1] | X-rays (cache and UniMiSS's 2D path) |
 | ``zscore`` | ``mean, std`` (per image) | not HU: foreground z-score | MR volumes |
 
-The three CT kinds are maps of Hounsfield units: :func:`to_hu` undoes one,
+The four CT kinds are maps of Hounsfield units: :func:`to_hu` undoes one,
 :func:`from_hu` applies one, :func:`convert` goes from the cache's spec to a
 model's. ``minmax`` and ``zscore`` are per-image scalings that a cache and a
 model either share (nothing to do) or cannot be converted into each other.
@@ -35,13 +36,16 @@ KINDS: Dict[str, tuple] = {
     "ct_window": ("window",),
     "hu_scale": ("divisor",),
     "hu_clip_scale": ("window", "offset", "divisor", "shift"),
+    "nnunet_ct": ("window", "mean", "std"),
     "minmax": (),
     "zscore": (),
 }
 #: Older names still found in sidecars -> canonical kind.
 ALIASES: Dict[str, str] = {"ct_hu_scale": "hu_scale"}
 #: Kinds that are a map of Hounsfield units.
-HU_KINDS = ("ct_window", "hu_scale", "hu_clip_scale")
+HU_KINDS = ("ct_window", "hu_scale", "hu_clip_scale", "nnunet_ct")
+#: nnU-Net's floor on the standard deviation (``CTNormalization``, float32 targets).
+NNUNET_STD_EPS = 1e-8
 #: Kinds that scale every image by its own statistics (the cache and the model agree or cannot be converted).
 PER_IMAGE_KINDS = ("minmax", "zscore")
 #: The modality names a spec may hold sub-specs for.
@@ -77,7 +81,33 @@ def check(spec: Mapping[str, Any]) -> str:
             raise ValueError(f"spec: window needs lo < hi, got {spec['window']}")
     if kind in ("hu_scale", "hu_clip_scale") and float(spec["divisor"]) == 0:
         raise ValueError("spec: divisor must not be 0")
+    if kind == "nnunet_ct" and not float(spec["std"]) >= 0:
+        raise ValueError(f"spec: std must be >= 0, got {spec['std']}")
     return kind
+
+
+def resolve(spec: Optional[Mapping[str, Any]]) -> Optional[Spec]:
+    """``spec`` with file references filled in: ``{kind: nnunet_ct, plans: PATH}`` (or ``fingerprint: PATH``,
+    an nnU-Net ``dataset_fingerprint.json``; ``channel`` defaults to 0) gets ``window``, ``mean`` and ``std``
+    from the file's foreground intensity statistics, exactly the numbers nnU-Net's ``CTNormalization``
+    uses. Numbers given in the spec are kept; other specs come back unchanged."""
+    if not spec or canonical_kind(spec.get("kind")) != "nnunet_ct":
+        return None if spec is None else dict(spec)
+    out = dict(spec)
+    refs = [k for k in ("plans", "fingerprint") if out.get(k)]
+    if len(refs) > 1:
+        raise ValueError("spec: give one of 'plans' and 'fingerprint', not both")
+    if not refs and not all(k in out for k in ("window", "mean", "std")):
+        raise ValueError("spec: nnunet_ct needs window, mean and std, or plans: (or fingerprint:) a file holding "
+                         "nnU-Net's foreground intensity statistics")
+    if refs and not all(k in out for k in ("window", "mean", "std")):
+        from .io.nnunet_plans import ct_statistics
+
+        stats = ct_statistics(out[refs[0]], int(out.get("channel", 0)))
+        out.setdefault("window", [stats["percentile_00_5"], stats["percentile_99_5"]])
+        out.setdefault("mean", stats["mean"])
+        out.setdefault("std", stats["std"])
+    return out
 
 
 def for_modality(spec: Optional[Mapping[str, Any]], modality: str) -> Optional[Spec]:
@@ -116,6 +146,8 @@ def to_hu(x: Any, cache_spec: Mapping[str, Any]) -> Any:
         return _out(x * float(cache_spec["divisor"]))
     if kind == "hu_clip_scale":
         return _out((x - float(cache_spec["shift"])) * float(cache_spec["divisor"]) - float(cache_spec["offset"]))
+    if kind == "nnunet_ct":
+        return _out(x * max(float(cache_spec["std"]), NNUNET_STD_EPS) + float(cache_spec["mean"]))
     raise ValueError(f"cache_spec: kind '{cache_spec['kind']}' is not a map of Hounsfield units")
 
 
@@ -131,6 +163,9 @@ def from_hu(hu: Any, model_spec: Mapping[str, Any]) -> Any:
     if kind == "hu_clip_scale":
         lo, hi = (float(v) for v in model_spec["window"])
         return _out((_clip(hu, lo, hi) + float(model_spec["offset"])) / float(model_spec["divisor"]) + float(model_spec["shift"]))
+    if kind == "nnunet_ct":
+        lo, hi = (float(v) for v in model_spec["window"])
+        return _out((_clip(hu, lo, hi) - float(model_spec["mean"])) / max(float(model_spec["std"]), NNUNET_STD_EPS))
     raise ValueError(f"model_spec: kind '{model_spec['kind']}' is not a map of Hounsfield units")
 
 
@@ -189,4 +224,7 @@ def describe(spec: Optional[Mapping[str, Any]]) -> str:
         lo, hi = (float(v) for v in spec["window"])
         off, div, sh = float(spec["offset"]), float(spec["divisor"]), float(spec["shift"])
         return f"HU clipped to [{lo:g}, {hi:g}], (HU + {off:g}) / {div:g} {'+' if sh >= 0 else '-'} {abs(sh):g} (hu_clip_scale)"
+    if kind == "nnunet_ct":
+        lo, hi = (float(v) for v in spec["window"])
+        return f"HU clipped to [{lo:g}, {hi:g}], (HU - {float(spec['mean']):g}) / {float(spec['std']):g} (nnunet_ct)"
     return f"per-image {kind}"

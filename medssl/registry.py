@@ -104,6 +104,7 @@ BACKBONES = Registry(
         "medssl.backbones.mit",
         "medssl.backbones.mit_plus",
         "medssl.backbones.slice_encoder",
+        "medssl.backbones.resenc_unet",
     ],
 )
 METHODS = Registry(
@@ -113,6 +114,7 @@ METHODS = Registry(
         "medssl.methods.moco",
         "medssl.methods.dino",
         "medssl.methods.mae",
+        "medssl.methods.mae_unet",
         "medssl.methods.drasclr",
         "medssl.methods.t3d",
         "medssl.methods.unimiss",

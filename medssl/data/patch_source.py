@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..normalisation import check as check_spec
-from ..normalisation import convert
+from ..normalisation import convert, resolve
 from ..preprocess.cache import Cache
 from ..registry import SOURCES
 from .base import DTYPES, CacheSource, check_dtype, check_size, flip_view, minimal_meta, pad_to, random_start
@@ -34,7 +34,9 @@ class PatchSource(CacheSource):
     the cache's (a normalisation spec of :mod:`medssl.normalisation`, e.g. a
     lung window ``{kind: ct_window, window: [-1350, 150]}``); patches are
     converted from the cache's scaling and the checkpoint records the spec,
-    so evaluation feeds every model the values it trained on.
+    so evaluation feeds every model the values it trained on. nnU-Net's CT
+    normalisation reads its numbers from a plans file:
+    ``{kind: nnunet_ct, plans: nnUNetResEncUNetMPlans.json}``.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class PatchSource(CacheSource):
         self._cache_spec: Optional[Dict[str, Any]] = None
         if normalisation is not None:
             try:
+                normalisation = resolve(normalisation)  # nnunet_ct from a plans / fingerprint file: its numbers
                 check_spec(normalisation)
             except ValueError as exc:
                 raise ValueError(f"normalisation: {exc}") from None
