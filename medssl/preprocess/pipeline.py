@@ -163,32 +163,52 @@ def _retry_skipped(cases: List[Any], old: Dict[str, Any], *, workers: int, skip_
     return dict(sorted(still.items(), key=lambda kv: order.get(kv[0], 0)))
 
 
-def _check_manifest_record(out: Path, manifest: Any, cases: List[Any]) -> Dict[str, Any]:
-    """The manifest this cache is built from (``inputs.json``); refuses another one, naming both."""
-    rec: Dict[str, Any] = {"manifest": None, "sha256": None, "ids": [str(c.id) for c in cases]}
+def manifest_record(manifest: Any, cases: List[Any]) -> Dict[str, Any]:
+    """What ``inputs.json`` records: the manifest file (path, SHA-256), its case ids and their files."""
+    rec: Dict[str, Any] = {"manifest": None, "sha256": None, "ids": [str(c.id) for c in cases],
+                           "files": {str(c.id): [str(c.image), str(c.label) if getattr(c, "label", None) else None]
+                                     for c in cases}}
     if isinstance(manifest, (str, Path)):
         from .sources import file_hash
 
         rec["manifest"] = str(Path(manifest).resolve())
         rec["sha256"] = file_hash(Path(manifest))
+    return rec
+
+
+def _check_manifest_record(out: Path, manifest: Any, cases: List[Any]) -> Dict[str, Any]:
+    """The manifest this cache is built from (``inputs.json``); refuses another one, naming both."""
+    rec = manifest_record(manifest, cases)
     path = out / "inputs.json"
     if path.is_file():
-        old = read_json(path, hint="delete it (or the cache) and run again")
-        check_same_manifest(path, old, rec, "--out")
+        check_same_manifest(path, read_json(path, hint="delete it (or the cache) and run again"), rec, "--out")
     return rec
 
 
 def check_same_manifest(path: Path, old: Dict[str, Any], new: Dict[str, Any], key: str) -> None:
     """Raise :class:`ConfigError` (``key``) when the cache's ``inputs.json`` (``old``) names another manifest.
 
-    The same manifest file may have changed (cases added or removed); a
-    file elsewhere counts as the same manifest only with identical content.
+    The same manifest file may have changed (cases added or removed). A
+    manifest file elsewhere is the same when its content is, or when it
+    shares cases with the cache and every shared case names the same image
+    and label files (a copy with other splits, pairs or meta; cases the
+    cache lacks make it partial, which the caller decides about).
     """
     was, now = old.get("manifest"), new.get("manifest")
     if was is None or now is None or was == now or (old.get("sha256") and old.get("sha256") == new.get("sha256")):
         return
-    raise ConfigError(key, f"the cache {path.parent} was built from the manifest {was} ({path}), not from {now}; "
-                      "use another cache folder for this manifest, or delete the cache")
+    files = old.get("files")
+    detail = ""
+    if isinstance(files, dict):
+        shared = [i for i in new["ids"] if i in files]
+        changed = [i for i in shared if list(files[i] or []) != list(new["files"][i])]
+        if shared and not changed:
+            return
+        detail = (" (no case in common)" if not shared else
+                  f" (case {changed[0]!r} names other files: {new['files'][changed[0]][0]} where the cache has "
+                  f"{files[changed[0]][0]})")
+    raise ConfigError(key, f"the cache {path.parent} was built from the manifest {was} ({path}), not from {now}"
+                      f"{detail}; use another cache folder for this manifest, or delete the cache")
 
 
 def _input_paths(cases: List[Any]) -> List[Path]:

@@ -71,8 +71,7 @@ def check_cache(cfg: Any, path: Path) -> Dict[str, Any]:
     try:
         from ..preprocess import Cache
         from ..preprocess.inputs import load_cases
-        from ..preprocess.pipeline import check_same_manifest
-        from ..preprocess.sources import file_hash
+        from ..preprocess.pipeline import check_same_manifest, manifest_record
     except ImportError:  # pragma: no cover
         return {"path": str(path)}
     from ..io.jsonfile import read_json
@@ -87,10 +86,10 @@ def check_cache(cfg: Any, path: Path) -> Dict[str, Any]:
         m = Path(cfg.data.manifest)
         if not m.is_file():
             raise DataError(m, "manifest file not found (data.manifest)")
-        manifest = str(m.resolve())
+        new = manifest_record(m, load_cases(m, check_files=False))
+        manifest, ids = new["manifest"], new["ids"]
         if rec is not None:
-            check_same_manifest(rec_path, rec, {"manifest": manifest, "sha256": file_hash(m)}, "data.manifest")
-        ids = [str(c.id) for c in load_cases(m, check_files=False)]
+            check_same_manifest(rec_path, rec, new, "data.manifest")
     elif rec is not None and isinstance(rec.get("ids"), list):
         manifest, ids = rec.get("manifest"), [str(i) for i in rec["ids"]]
     if ids is None:  # a cache from before inputs.json, without a manifest to compare with

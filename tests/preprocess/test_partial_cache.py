@@ -66,3 +66,23 @@ def test_cache_of_another_manifest_refused_naming_both(tmp_path, cohort, cohort3
     assert pretrain(tmp_path / "run", f"data.manifest={other}", f"data.cache={cache}") == 2
     err = capsys.readouterr().err
     assert "config key 'data.manifest'" in err and str(cohort3.resolve()) in err and str(other.resolve()) in err
+
+
+def test_a_copy_with_other_splits_is_the_same_manifest(tmp_path, cohort3):
+    cache = tmp_path / "d" / "cache"
+    preprocess_manifest(cohort3, cache, spacing=(2, 2, 2), progress=False)
+    recs = [json.loads(line) for line in cohort3.read_text().splitlines()]
+    for r in recs:
+        r["split"] = "test"
+    copy = cohort3.with_name("resplit.jsonl")
+    copy.write_text("".join(json.dumps(r) + "\n" for r in recs[:2]))  # same files, other splits, a subset
+    assert pretrain(tmp_path / "run", f"data.manifest={copy}", f"data.cache={cache}") == 0
+    info = json.loads((tmp_path / "run" / "summary.json").read_text())["cache"]
+    assert info["partial"] is False and info["manifest_cases"] == 2
+    recs[0]["image"] = recs[1]["image"]  # a case that names another file
+    copy.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(Exception, match="names other files"):
+        from medssl.config import load_config
+        from medssl.train.build import check_cache
+
+        check_cache(load_config(None, [f"data.manifest={copy}"]), cache)
