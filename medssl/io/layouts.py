@@ -77,6 +77,34 @@ def _dataset_json(root: Path) -> Dict:
     return data
 
 
+def declared_labels(info: Dict, source: Union[str, Path]) -> Optional[Dict[str, str]]:
+    """The label classes a dataset.json declares, as ``{"value": "name"}`` (``None`` without ``labels``).
+
+    Reads both forms: MSD's ``{"0": "background", "1": "liver"}`` and
+    nnU-Net v2's ``{"background": 0, "liver": 1}`` (a region's list of
+    values declares each of them). Anything else is a :class:`DataError`
+    naming ``source``.
+    """
+    labels = info.get("labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(source, f"'labels' must map label values to class names, got {labels!r}")
+    out: Dict[str, str] = {}
+    for k, v in labels.items():
+        if str(k).strip().lstrip("-").isdigit() and isinstance(v, str):
+            out[str(int(k))] = v
+            continue
+        values = v if isinstance(v, list) else [v]
+        if values and all(isinstance(x, int) and not isinstance(x, bool) for x in values):
+            for x in values:
+                out.setdefault(str(x), str(k))
+            continue
+        raise DataError(source, f"'labels' entry {k!r}: {v!r} is neither 'value': 'name' (MSD) nor "
+                        "'name': value (nnU-Net v2)")
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def _root(src: Union[str, Path]) -> Path:
     root = Path(src).resolve()
     if not root.is_dir():
@@ -100,6 +128,7 @@ def msd(src: Union[str, Path], *, modality: Optional[str] = None, include_test: 
     training = info.get("training")
     if not isinstance(training, list):
         raise DataError(root / "dataset.json", "missing 'training' list")
+    classes = declared_labels(info, root / "dataset.json")
     cases = []
     for n, entry in enumerate(training):
         if not isinstance(entry, dict) or "image" not in entry:
@@ -107,7 +136,8 @@ def msd(src: Union[str, Path], *, modality: Optional[str] = None, include_test: 
         rel = _json_path(entry["image"], root, f"training[{n}].image")
         label = _json_path(entry["label"], root, f"training[{n}].label") if entry.get("label") else None
         cases.append(Case(id=safe_id(strip_suffix(Path(rel).name)), image=root / rel, modality=modality,
-                          label=None if label is None else root / label, split="train"))
+                          label=None if label is None else root / label, split="train",
+                          meta={"label_names": classes} if label is not None and classes else {}))
     if include_test:
         test = info.get("test") or []
         if not isinstance(test, list):
@@ -141,6 +171,7 @@ def nnunet(
         modality = modality_from_name(names[str(channel)] if str(channel) in names else names[channel],
                                       source=root / "dataset.json")
     ending = info.get("file_ending", ".nii.gz")
+    classes = declared_labels(info, root / "dataset.json")
     tag = f"_{int(channel):04d}{ending}"
     cases = []
     for folder, split in (("imagesTr", "train"), ("imagesTs", "test")):
@@ -156,9 +187,12 @@ def nnunet(
                 continue
             cid = img.name[: -len(tag)]
             label = root / "labelsTr" / f"{cid}{ending}"
+            has_label = split == "train" and label.exists()
+            meta = {"channel": int(channel), "n_channels": len(names)} if len(names) > 1 else {}
+            if has_label and classes:
+                meta["label_names"] = classes
             cases.append(Case(id=safe_id(cid), image=img, modality=modality, split=split,
-                              label=label if split == "train" and label.exists() else None,
-                              meta={"channel": int(channel), "n_channels": len(names)} if len(names) > 1 else {}))
+                              label=label if has_label else None, meta=meta))
     n_expected = info.get("numTraining")
     n_train = sum(c.split == "train" for c in cases)
     if isinstance(n_expected, int) and n_expected != n_train:

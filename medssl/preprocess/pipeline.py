@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -211,6 +212,27 @@ def check_same_manifest(path: Path, old: Dict[str, Any], new: Dict[str, Any], ke
                       f"{detail}; use another cache folder for this manifest, or delete the cache")
 
 
+def dataset_classes(manifest: Any) -> Optional[Dict[str, Any]]:
+    """The label values declared by a ``dataset.json`` next to the manifest (``{"values", "source"}``), if any."""
+    if not isinstance(manifest, (str, Path)):
+        return None
+    path = Path(manifest).parent / "dataset.json"
+    if not path.is_file():
+        return None
+    from ..io.layouts import declared_labels
+    from .process import declared_values
+
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{path}: not readable JSON ({exc}); its label classes are not checked")
+        return None
+    if not isinstance(info, dict):
+        return None
+    values = declared_values(declared_labels(info, path))
+    return {"values": values, "source": str(path)} if values else None
+
+
 def _input_paths(cases: List[Any]) -> List[Path]:
     """The files (and DICOM series folders) the cases are read from."""
     paths = []
@@ -316,7 +338,8 @@ def preprocess_manifest(
     remove_stale_tmp(cases_dir, [str(c.id) for c in todo])
     try:
         with closing(_run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
-                          kwargs={"plan": plan, "cases_dir": cases_dir, "redo": sorted(report.redone)})) as results:
+                          kwargs={"plan": plan, "cases_dir": cases_dir, "redo": sorted(report.redone),
+                                  "classes": dataset_classes(manifest)})) as results:
             for case, res in results:  # closing: an error stops the pool before it propagates
                 if isinstance(res, DataError):
                     if str(case.id) in report.redone:  # its inputs changed and no longer read: the old case goes

@@ -201,6 +201,43 @@ def check_grid(image, label) -> None:
                         f"(affines differ by up to {diff:.4g} mm)")
 
 
+def declared_values(names: Any) -> Optional[List[int]]:
+    """Label values that ``label_names`` declares: ``{"0": "background", ...}``, ``{"liver": 1}`` or a list of names."""
+    if isinstance(names, list) and names:
+        return list(range(len(names)))
+    if not isinstance(names, dict) or not names:
+        return None
+    values = set()
+    for k, v in names.items():
+        if str(k).strip().lstrip("-").isdigit():
+            values.add(int(k))
+        else:
+            values.update(int(x) for x in (v if isinstance(v, list) else [v]) if isinstance(x, int))
+    return sorted(values) or None
+
+
+def check_label_classes(label: np.ndarray, path: Optional[Path], case: Any, classes: Optional[Dict[str, Any]]) -> None:
+    """Raise :class:`DataError` naming the label file when it holds values its declared classes lack.
+
+    The classes come from the case's ``meta.label_names`` (what ``medssl
+    manifest`` copies from dataset.json) or from ``classes`` (``{"values",
+    "source"}``: the dataset.json next to the manifest); nothing to check
+    when neither declares any.
+    """
+    meta = getattr(case, "meta", None) or {}
+    values, source = declared_values(meta.get("label_names")), "its manifest record (meta.label_names)"
+    if values is None and classes:
+        values, source = classes.get("values"), str(classes.get("source"))
+    if not values:
+        return
+    found = np.unique(np.asarray(label))
+    extra = [v.item() for v in found if v not in set(values)]
+    if extra:
+        shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in extra[:8])
+        raise DataError(path, f"holds label value(s) {shown}{' ...' if len(extra) > 8 else ''} that {source} does "
+                        f"not declare (declared: {values}); fix the label map or the declared classes")
+
+
 def _label_uint8(label: np.ndarray, path: Optional[Path]) -> np.ndarray:
     if np.issubdtype(label.dtype, np.floating):
         if not np.all(np.isfinite(label)):
@@ -224,7 +261,8 @@ def _record(case: Any, cid: str, shape: Tuple[int, ...], spacing: List[float], h
     return rec
 
 
-def process_volume(case: Any, plan: Plan, cases_dir: Path, replace: bool = False) -> Dict[str, Any]:
+def process_volume(case: Any, plan: Plan, cases_dir: Path, replace: bool = False,
+                   classes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Preprocess a CT/MR case; returns its index record. Raises :class:`DataError` on bad input."""
     cid = check_case_id(case)
     inputs = case_inputs(case)  # before reading: a file changed meanwhile is noticed by the next run
@@ -232,6 +270,7 @@ def process_volume(case: Any, plan: Plan, cases_dir: Path, replace: bool = False
     lab = read_volume_checked(case, label=True)
     if lab is not None:
         check_grid(vol, lab)
+        check_label_classes(lab.array, lab.path, case, classes)
     image, affine = reorient_to_ras(vol.array.astype(np.float32, copy=False), vol.affine)
     label = reorient_to_ras(_label_uint8(np.asarray(lab.array), lab.path), lab.affine)[0] if lab is not None else None
     original_spacing = [float(s) for s in spacing_of(affine)]
@@ -301,9 +340,13 @@ def process_xray(case: Any, plan: Plan, cases_dir: Path, replace: bool = False) 
     return meta["record"]
 
 
-def process_case(case: Any, plan: Plan, cases_dir: Path, redo: Any = ()) -> Dict[str, Any]:
-    """Dispatch on modality; returns the index record. A case whose id is in ``redo`` replaces its folder."""
+def process_case(case: Any, plan: Plan, cases_dir: Path, redo: Any = (),
+                 classes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Dispatch on modality; returns the index record. A case whose id is in ``redo`` replaces its folder.
+
+    ``classes``: the label values the dataset declares (see :func:`check_label_classes`).
+    """
     replace = str(case.id) in set(redo)
     if case.modality == "xray":
         return process_xray(case, plan, cases_dir, replace)
-    return process_volume(case, plan, cases_dir, replace)
+    return process_volume(case, plan, cases_dir, replace, classes)
