@@ -199,6 +199,29 @@ def _check_sidecar(side: Path, meta: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{side}: damaged release sidecar: " + "; ".join(problems))
 
 
+def _check_claims(side: Path, meta: Mapping[str, Any], backbone: nn.Module) -> None:
+    """What the sidecar says about its inputs (``spatial_dims``, ``in_channels``) must be what the backbone takes.
+
+    The values callers compare with (``expect``) come from the sidecar, so a
+    sidecar that lies about them would pass every check and fail (or, worse,
+    run) on the wrong input; a :class:`CheckpointError` naming the key.
+    """
+    problems = []
+    dims = getattr(backbone, "spatial_dims", None)
+    both = getattr(backbone, "spatial_dims_supported", None) or getattr(backbone, "paths", None)
+    claimed = meta.get("spatial_dims")
+    if claimed is not None and dims is not None:
+        allowed = {int(dims), *(int(d) for d in both)} if both else {int(dims)}
+        if not isinstance(claimed, int) or isinstance(claimed, bool) or claimed not in allowed:
+            problems.append(f"'spatial_dims' is {claimed!r}, the backbone it describes takes {sorted(allowed)}")
+    claimed = meta.get("in_channels")
+    have = getattr(backbone, "in_channels", None)
+    if claimed is not None and have is not None and claimed != have:
+        problems.append(f"'in_channels' is {claimed!r}, the backbone it describes takes {have}")
+    if problems:
+        raise CheckpointError(f"{side}: the sidecar does not describe its weights: " + "; ".join(problems))
+
+
 def _check_expect(path: Path, meta: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
     problems = []
     for key, want in expect.items():
@@ -236,6 +259,7 @@ def load_encoder(path: Union[str, Path], *, expect: Optional[Mapping[str, Any]] 
         backbone = BACKBONES.build(bb["name"], **bb.get("kwargs", {}))
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot rebuild backbone '{bb['name']}' ({exc})") from None
+    _check_claims(sidecar_path(path), meta, backbone)
     prefix = meta["encoder_prefix"]
     enc = {k[len(prefix):]: state[k] for k in meta["encoder_keys"]}
     own = backbone.state_dict()
