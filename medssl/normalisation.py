@@ -93,7 +93,7 @@ def resolve(spec: Optional[Mapping[str, Any]]) -> Optional[Spec]:
     uses. Numbers given in the spec are kept; other specs come back unchanged."""
     if not spec or canonical_kind(spec.get("kind")) != "nnunet_ct":
         return None if spec is None else dict(spec)
-    out = dict(spec)
+    out = {k: v for k, v in spec.items() if v is not None}  # a null field (a config override) is an unset one
     refs = [k for k in ("plans", "fingerprint") if out.get(k)]
     if len(refs) > 1:
         raise ValueError("spec: give one of 'plans' and 'fingerprint', not both")

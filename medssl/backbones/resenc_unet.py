@@ -234,7 +234,7 @@ class ResEncUNet(Backbone):
         arch: Optional[Dict[str, Any]] = None,
         patch_size: Optional[Sequence[int]] = None,
         spacing: Optional[Sequence[float]] = None,
-        base_features: int = 32,
+        base_features: Optional[int] = None,
         max_features: Optional[int] = None,
         n_blocks_per_stage: Optional[Sequence[int]] = None,
         spatial_dims: Optional[int] = None,
@@ -246,6 +246,11 @@ class ResEncUNet(Backbone):
         given = [k for k, v in (("plans", plans), ("arch", arch)) if v is not None]
         if len(given) > 1:
             raise ConfigError(f"{KEY}.arch", "give either plans (+ configuration) or arch, not both")
+        recipe = [k for k, v in (("spacing", spacing), ("base_features", base_features), ("max_features", max_features),
+                                 ("n_blocks_per_stage", n_blocks_per_stage)) if v is not None]
+        if given and recipe:
+            raise ConfigError(f"{KEY}.{recipe[0]}", f"plans the ResEnc recipe for a patch size; with {given[0]} the "
+                              f"network is given: leave {', '.join(recipe)} unset (null)")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ConfigError(f"{KEY}.in_channels", f"must be a positive integer, got {in_channels!r}")
         self.plans_source: Optional[Dict[str, Any]] = None
@@ -273,7 +278,8 @@ class ResEncUNet(Backbone):
             if patch_size is None:
                 raise ConfigError(f"{KEY}.patch_size", "give plans (an nnU-Net plans file), arch, or the patch size "
                                   "to plan a ResEnc network for")
-            arch = default_arch(patch_size, spacing, base_features=base_features, max_features=max_features,
+            arch = default_arch(patch_size, spacing, base_features=32 if base_features is None else base_features,
+                                max_features=max_features,
                                 n_blocks_per_stage=n_blocks_per_stage)
             patch = plan_topology(patch_size, spacing)["patch_size"]
         self.arch = check_arch(arch)
