@@ -15,7 +15,11 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..registry import BACKBONES, METHODS, SOURCES
 
-__all__ = ["build_method", "needs_cache", "cache_path", "ensure_cache", "check_cache", "build_source", "data_meta"]
+__all__ = ["build_method", "needs_cache", "cache_path", "ensure_cache", "check_cache", "build_source", "data_meta",
+           "check_view_sizes"]
+
+#: Method attributes holding the size of a crop cut from each data item (the data source's patch).
+VIEW_SIZE_ATTRS = ("view_size", "global_size", "local_size")
 
 
 def build_method(cfg: Any) -> Any:
@@ -136,6 +140,29 @@ def build_source(cfg: Any, cache: Optional[Path] = None) -> Any:
         if isinstance(exc, ConfigError) or isinstance(exc, DataError):
             raise
         raise ConfigError(f"data.source={cfg.data.source}", str(exc)) from None
+
+
+def check_view_sizes(method: Any, source: Any) -> None:
+    """Refuse a method whose crops are larger than the patches the source gives (a :class:`ConfigError`).
+
+    A random-resized crop of a view larger than its patch would upsample
+    the patch instead of cropping it, silently changing the scale the
+    encoder learns at. Compared axis by axis where both have as many axes.
+    """
+    patch = getattr(source, "patch_size", None) or getattr(source, "size", None)
+    if not isinstance(patch, (tuple, list)) or not patch:
+        return
+    patch = tuple(int(v) for v in patch)
+    for attr in VIEW_SIZE_ATTRS:
+        view = getattr(method, attr, None)
+        if view is None or isinstance(view, bool):
+            continue
+        view = (int(view),) * len(patch) if isinstance(view, (int, np.integer)) else tuple(int(v) for v in view)
+        if len(view) == len(patch) and any(v > p for v, p in zip(view, patch)):
+            name = "data.patch_size" if hasattr(source, "patch_size") else "data.size"
+            raise ConfigError(f"method.{attr}", f"{list(view)} is larger than the data patch {list(patch)} ({name}): "
+                              f"a crop cannot be larger than the patch it is cut from; make method.{attr} at most "
+                              f"{list(patch)} or {name} larger")
 
 
 def data_meta(source: Any) -> Dict[str, Any]:

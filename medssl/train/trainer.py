@@ -59,7 +59,8 @@ from ..config import RunConfig, config_to_dict, save_config
 from ..errors import CheckpointError, ConfigError, MedsslError
 from ..io.atomic import write_text_atomic
 from ..runtime import tune_cpu_allocator
-from .build import build_method, build_source, cache_path, check_cache, data_meta, ensure_cache, needs_cache
+from .build import (build_method, build_source, cache_path, check_cache, check_view_sizes, data_meta, ensure_cache,
+                    needs_cache)
 from .data import StepBatchSampler, StepDataset, build_loader
 from .knn_probe import collect_probe_set, knn_probe, probe_due
 from .logging import RunLogger, write_curves
@@ -230,6 +231,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
             cache = cache_path(cfg)
         # rank 0 first: what a source prepares on first use (DrasCLR patch sets, report embeddings) is made once
         source = _rank_zero_first(fabric, lambda: build_source(cfg, cache))
+    check_view_sizes(method, source)
     n_params = sum(p.numel() for p in method.parameters())
     optimizer = build_optimizer(method.param_groups(cfg.optim.weight_decay), cfg.optim)
     model, optimizer = fabric.setup(method, optimizer)
