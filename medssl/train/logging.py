@@ -45,19 +45,60 @@ class CSVLog:
             self.path.unlink()
 
     def _truncate(self, step: int) -> None:
-        with open(self.path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-            fh.seek(0)
-            header = next(csv.reader(fh), None)
+        """Keep the rows of steps before ``step``; a damaged line is left out, never lost.
+
+        Lines that cannot be rows of this file (garbage, another column
+        count, a step that is not a number, NUL bytes, bytes that are not
+        UTF-8) are dropped from the log with a warning naming the file and
+        the first such line, and the file as it was is kept next to it as
+        ``<name>.damaged`` (``.damaged.1``, ... when that exists).
+        """
+        raw = self.path.read_bytes()
+        text = raw.decode("utf-8", errors="replace").replace("\0", "")
+        rows = list(csv.reader(text.splitlines()))
+        header = rows[0] if rows else None
         if not header:
             return
-        keep = [r for r in rows if int(r["step"]) < step]
+        if "step" not in header:
+            backup = self._keep_damaged(raw)
+            self.path.unlink()
+            warnings.warn(f"{self.path}: no 'step' column in its header line, so its rows cannot be matched to the "
+                          f"resumed run; it was moved to {backup.name} and a new log begins")
+            return
+        col = header.index("step")
+        keep, bad = [], []
+        for n, row in enumerate(rows[1:], 2):
+            if not row:
+                continue
+            try:
+                ok = len(row) == len(header)
+                row_step = int(row[col]) if ok else None
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(n)
+            elif row_step < step:
+                keep.append(row)
+        if bad or "\ufffd" in text or b"\0" in raw:
+            backup = self._keep_damaged(raw)
+            first = f" (first: line {bad[0]})" if bad else ""
+            warnings.warn(f"{self.path}: {len(bad)} damaged line(s){first} left out of the log on resume; "
+                          f"the file as it was is kept as {backup.name}")
         with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=header)
-                w.writeheader()
+                w = csv.writer(fh)
+                w.writerow(header)
                 w.writerows(keep)
         self.columns = header
+
+    def _keep_damaged(self, raw: bytes) -> Path:
+        backup = self.path.with_name(self.path.name + ".damaged")
+        n = 0
+        while backup.exists():
+            n += 1
+            backup = self.path.with_name(f"{self.path.name}.damaged.{n}")
+        backup.write_bytes(raw)
+        return backup
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self.columns is None:
