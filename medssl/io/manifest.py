@@ -191,6 +191,10 @@ def _check(records, root: Path, check_files: bool) -> Tuple[List[Case], List[str
         split = rec.get("split")
         if split is not None and split not in SPLITS:
             problems.append(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+        for name in ("pair", "report_text"):
+            if rec.get(name) is not None and not isinstance(rec[name], str):
+                problems.append(f"{where}: {name} must be a string, got {type(rec[name]).__name__}")
+                bad = True
         meta = rec.get("meta", {})
         if not isinstance(meta, dict):
             problems.append(f"{where}: meta must be an object")

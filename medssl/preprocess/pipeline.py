@@ -196,6 +196,9 @@ def check_same_manifest(path: Path, old: Dict[str, Any], new: Dict[str, Any], ke
     cache lacks make it partial, which the caller decides about).
     """
     was, now = old.get("manifest"), new.get("manifest")
+    if not isinstance(was, (str, type(None))) or not isinstance(old.get("files", {}), dict):
+        raise DataError(path, "not a medssl inputs record ('manifest' must be a path, 'files' an object); "
+                        "delete it and run `medssl preprocess` again")
     if was is None or now is None or was == now or (old.get("sha256") and old.get("sha256") == new.get("sha256")):
         return
     files = old.get("files")

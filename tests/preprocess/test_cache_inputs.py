@@ -153,3 +153,14 @@ def test_a_redone_case_that_now_fails_leaves_the_cache(tmp_path, cohort):
     assert Cache(out).ids == ["case00"] and not (out / "cases" / "case01").exists()
     rep = run(manifest, out, skip_bad=True)
     assert [s["id"] for s in rep.skipped] == ["case01"] and Cache(out).ids == ["case00"]
+
+
+@pytest.mark.parametrize("text", ['{"manifest": ["x"], "ids": 3}', '[1]', '{"manifest": null, "files": []}'])
+def test_damaged_inputs_record_is_named(tmp_path, cohort, capsys, text):
+    manifest = cohort.ct_cohort(tmp_path / "d", 1, shape=(12, 11, 10))
+    out = tmp_path / "c"
+    run(manifest, out)
+    (out / "inputs.json").write_text(text)
+    rc = main(["preprocess", str(manifest), "--out", str(out), "--spacing", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(out / "inputs.json") in err and "Traceback" not in err
