@@ -26,6 +26,7 @@ CASES: Dict[str, Tuple[str, List[str]]] = {
     "moco": ("moco", ["data.batch_size=4"]),
     "dino": ("dino", ["data.batch_size=4", "method.freeze_last_layer_steps=1"]),
     "mae": ("mae", ["data.batch_size=4"]),
+    "mae_unet": ("mae_resenc", ["data.batch_size=4"]),  # the whole ResEnc U-Net (dynamic-network-architectures)
     "swav": ("swav", ["data.batch_size=4", "method.freeze_prototypes_steps=1"]),
     "deepcluster_v2": ("deepcluster", ["data.batch_size=4", "method.n_clusters=[4,4]"]),  # clusters from step 1 on
     "iicc": ("iicc", ["data.batch_size=2", "method.freeze_prototypes_steps=1"]),
