@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         cls_steps: Optional[int] = typer.Option(None, "--cls-steps", help="classification fine-tuning steps (default: 100)"),
         no_finetune: bool = typer.Option(False, "--no-finetune", help="classification: frozen probes only"),
         patch_size: Optional[str] = typer.Option(None, "--patch-size", help="override the checkpoint's patch size, e.g. 32,32,32"),
-        feature_mode: str = typer.Option("resize", "--feature-mode", help="frozen features: resize | crop | sliding"),
+        feature_mode: str = typer.Option("resize", "--feature-mode", help="frozen features: resize | crop | sliding | body | lungs (sliding windows inside the body / lungs)"),
         split_rule: str = typer.Option("hash", "--split-rule", help="hash | sorted | manifest"),
         no_baseline: bool = typer.Option(False, "--no-baseline", help="leave out the random-initialisation row"),
         device: str = typer.Option("cpu", "--device", help="torch device"),

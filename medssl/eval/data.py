@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,6 +45,8 @@ class EvalData:
     source: str = "<memory>"
     spatial_dims: int = 3
     normalization: Dict[str, Optional[Dict[str, Any]]] = field(default_factory=dict)
+    #: region masks of the region feature modes, ``(id, region) -> bool array`` (:mod:`medssl.eval.regions`)
+    regions: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def cache_spec(self) -> Optional[Dict[str, Any]]:
         """The intensity spec the images share (a CT window; per-image kinds by name); None when unrecorded.

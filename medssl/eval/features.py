@@ -9,21 +9,28 @@ the checkpoint was trained on) enters the encoder in one of three ways:
   smaller), one forward pass;
 - ``"sliding"``: patches of the patch size on a regular grid covering the image
   (stride ``patch * (1 - overlap)``, the last patch flush with the border), the
-  embedding being the mean of the patches' embeddings.
+  embedding being the mean of the patches' embeddings;
+- ``"body"`` / ``"lungs"``: the sliding patches that lie at least
+  ``REGION_MIN_FRACTION`` inside a mask of the case (the body, the lungs;
+  :mod:`medssl.eval.regions`), or the one most inside when none does.
 
 Passes run batched under ``torch.no_grad()`` with the backbone in eval mode.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEATURE_MODES = ("resize", "crop", "sliding")
+FEATURE_MODES = ("resize", "crop", "sliding", "body", "lungs")
+#: Modes whose windows are chosen by a mask of the case
+REGION_MODES = ("body", "lungs")
+#: Share of a window's voxels that must lie inside the region for the window to count
+REGION_MIN_FRACTION = 0.25
 ImageLike = Union[np.ndarray, torch.Tensor]
 
 
@@ -77,8 +84,12 @@ def sliding_patches(x: torch.Tensor, size: Sequence[int], overlap: float = 0.0) 
     return torch.stack(patches)
 
 
-def prepare(image: ImageLike, patch_size: Sequence[int], mode: str = "resize") -> torch.Tensor:
-    """One case as the encoder input: ``[1, C, *patch]`` (resize, crop) or ``[P, C, *patch]`` (sliding)."""
+def prepare(image: ImageLike, patch_size: Sequence[int], mode: str = "resize",
+            region: Optional[ImageLike] = None) -> torch.Tensor:
+    """One case as the encoder input: ``[1, C, *patch]`` (resize, crop) or ``[P, C, *patch]`` (sliding, regions).
+
+    ``region``: the case's mask (the image's shape) for the region modes.
+    """
     if mode not in FEATURE_MODES:
         raise ValueError(f"mode: unknown feature mode '{mode}' (known: {', '.join(FEATURE_MODES)})")
     x = _to_tensor(image)
@@ -88,7 +99,19 @@ def prepare(image: ImageLike, patch_size: Sequence[int], mode: str = "resize") -
         return resize_to(x, patch_size).unsqueeze(0)
     if mode == "crop":
         return center_crop_or_pad(x, patch_size).unsqueeze(0)
-    return sliding_patches(x, patch_size)
+    patches = sliding_patches(x, patch_size)
+    if mode not in REGION_MODES:
+        return patches
+    if region is None:
+        raise ValueError(f"region: feature mode '{mode}' needs the case's mask")
+    m = _to_tensor(np.asarray(region, dtype=np.float32))
+    if m.shape != x.shape:
+        raise ValueError(f"region: mask of shape {tuple(m.shape[1:])} for an image of shape {tuple(x.shape[1:])}")
+    inside = sliding_patches(m, patch_size).flatten(1).mean(1)  # [P] share of each window inside the region
+    keep = inside >= REGION_MIN_FRACTION
+    if not bool(keep.any()):
+        keep = inside == inside.max()
+    return patches[keep]
 
 
 @torch.no_grad()
@@ -102,6 +125,7 @@ def extract_features(
     overlap: float = 0.0,
     device: Union[str, torch.device] = "cpu",
     embed: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    regions: Optional[Iterable[ImageLike]] = None,
 ) -> np.ndarray:
     """Pooled embeddings ``[N, embed_dim]`` (float32) of ``N`` images.
 
@@ -113,6 +137,7 @@ def extract_features(
         batch_size: patches per forward pass.
         overlap: sliding-window overlap in [0, 1).
         embed: optional ``(backbone, x) -> [B, D]`` replacing ``backbone(x)``.
+        regions: for the region modes, one mask per image (same order and shapes).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
@@ -138,8 +163,9 @@ def extract_features(
 
     try:
         # stream cases: at most ``batch_size`` patches are held at a time
+        masks = iter(regions) if regions is not None else None
         for case, img in enumerate(images):
-            patches = prepare(img, patch_size, mode)  # [P, C, *patch]
+            patches = prepare(img, patch_size, mode, None if masks is None else next(masks))  # [P, C, *patch]
             sums.append(None)  # type: ignore[arg-type]
             counts.append(patches.shape[0])
             for p in patches:

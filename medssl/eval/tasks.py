@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError
 from ..registry import TASKS
 from .classification import ClsFinetuneConfig, finetune_classifier, predict_proba
 from .data import EvalData
-from .features import extract_features, prepare
+from .features import REGION_MODES, extract_features, prepare
 from .inputs import trained_embedding
 from .knn import KNNClassifier, knn_regress
 from .linear_probe import LinearProbeClassifier, RidgeProbe
@@ -112,9 +112,14 @@ class _Features:
         key = self._key(seed)
         if key not in self._cache:
             enc = self.model.encoder(seed, self.data).to(self.s.device)
+            regions = None
+            if self.s.feature_mode in REGION_MODES:
+                from .regions import case_region
+
+                regions = (case_region(self.data, i, self.s.feature_mode) for i in self.data.ids)
             f = extract_features(enc, (self.data.image(i) for i in self.data.ids), patch_size=self.model.patch_size,
                                  mode=self.s.feature_mode, batch_size=self.s.batch_size, device=self.s.device,
-                                 embed=trained_embedding(enc))
+                                 embed=trained_embedding(enc), regions=regions)
             self._cache[key] = dict(zip(self.data.ids, f))
         return np.stack([self._cache[key][i] for i in ids])
 
