@@ -58,6 +58,15 @@ class DINOLoss(nn.Module):
     ``forward`` computes the loss with the current centre and then updates
     it with the mean teacher logit of this batch, averaged over all ranks:
     ``c <- m * c + (1 - m) * mean(teacher)``.
+
+    Deferred (``defer_updates(True)``, what the trainer sets): updates are
+    summed instead of applied, and :meth:`commit_pending` applies them once,
+    with the mean over every batch since the last commit. The trainer
+    commits after each optimiser step, so under gradient accumulation the
+    centre moves once per step with the statistics of the whole accumulated
+    batch (as one large batch would move it, and as DINO's once-per-iteration
+    update does), every micro-batch of a step is centred with the same
+    centre, and a skipped step drops its updates (:meth:`discard_pending`).
     """
 
     def __init__(
@@ -78,6 +87,15 @@ class DINOLoss(nn.Module):
         self.teacher_temp = float(teacher_temp)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, out_dim))
+        self.deferred = False
+        self._pending: Optional[torch.Tensor] = None  # sum of teacher rows since the last commit (this rank)
+        self._pending_rows = 0
+
+    def defer_updates(self, enabled: bool = True) -> None:
+        """Sum centre updates until :meth:`commit_pending` (on) or apply each at once (off, the default)."""
+        if not enabled:
+            self.commit_pending()
+        self.deferred = bool(enabled)
 
     def forward(
         self,
@@ -94,7 +112,28 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_out: Sequence[torch.Tensor]) -> None:
         t = torch.cat([x.detach().float() for x in teacher_out], dim=0)  # [T*B, K]
-        batch_sum = _dist.all_reduce_sum(t.sum(dim=0, keepdim=True))
-        count = t.shape[0] * _dist.world_size()
+        if self.deferred:
+            rows = t.sum(dim=0, keepdim=True)
+            self._pending = rows if self._pending is None else self._pending + rows
+            self._pending_rows += t.shape[0]
+            return
+        self._move_center(t.sum(dim=0, keepdim=True), t.shape[0])
+
+    @torch.no_grad()
+    def _move_center(self, local_sum: torch.Tensor, rows: int) -> None:
+        batch_sum = _dist.all_reduce_sum(local_sum)
+        count = rows * _dist.world_size()  # every rank holds as many rows (the trainer's equal shares)
         m = self.center_momentum
         self.center.mul_(m).add_(batch_sum / count, alpha=1.0 - m)
+
+    @torch.no_grad()
+    def commit_pending(self) -> None:
+        """Apply the summed deferred updates as one (a collective under DDP: every rank commits together)."""
+        if self._pending is not None and self._pending_rows:
+            pending, rows = self._pending, self._pending_rows
+            self._pending, self._pending_rows = None, 0
+            self._move_center(pending, rows)
+
+    def discard_pending(self) -> None:
+        """Drop the deferred updates (a skipped step)."""
+        self._pending, self._pending_rows = None, 0

@@ -115,6 +115,8 @@ def collate_views(items: List[Dict[str, Any]]) -> Dict[str, Any]:
             out[key] = torch.tensor(vals)
         elif isinstance(v0, (list, tuple)) and v0 and isinstance(v0[0], torch.Tensor):
             out[key] = [torch.stack([v[j] for v in vals]) for j in range(len(v0))]
+        elif isinstance(v0, (list, tuple)) and not any(len(v) for v in vals):
+            out[key] = []  # no views of this kind (DINO with n_local=0), not one empty list per item
         elif isinstance(v0, dict):
             out[key] = collate_views(vals)
         else:

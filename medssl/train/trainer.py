@@ -11,17 +11,23 @@ step ``step``::
     for each of `accumulate` micro-batches:          # gradients synced on the last only
         out = method.training_step(batch); backward(out["loss"] / accumulate)
     if the loss is NaN/Inf on any rank:              # skip the update (warn; stop after max_bad_steps in a row)
-        restore the buffers; method.on_skipped_step(step, sched)
+        restore the buffers; drop deferred updates; method.on_skipped_step(step, sched)
     else:
         drop the gradients of method.frozen_parameters()
         clip gradients (trainer.grad_clip); optimiser step
+        commit deferred updates                      # DINO / UniMiSS centre: once, all micro-batches
         method.on_after_step(step, sched)            # EMA teachers, queues
     log; checkpoint every N steps; stop at max_steps or the time budget
 
 A skipped step leaves the method as it was: buffers that changed inside
 ``training_step`` (DINO centre, DeepCluster bank, batch-norm statistics)
 are restored, and state kept outside buffers commits only in
-``on_after_step``. Under DDP the model is wrapped with
+``on_after_step``. Modules with deferred updates (``defer_updates`` /
+``commit_pending`` / ``discard_pending``: the DINO loss that holds the DINO
+and UniMiSS centre) sum them over the micro-batches of a step and apply
+them once after the optimiser step, so under ``trainer.accumulate > 1``
+the centre moves once per step with the accumulated batch's statistics,
+as one large batch would move it. Under DDP the model is wrapped with
 ``find_unused_parameters=True`` only when the method says it needs it
 (``method.ddp_find_unused_parameters``); see :mod:`medssl.methods.base`.
 
@@ -50,7 +56,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -138,6 +144,14 @@ def _snapshot_buffers(method: torch.nn.Module) -> Dict[str, torch.Tensor]:
 def _restore_buffers(method: torch.nn.Module, saved: Dict[str, torch.Tensor]) -> None:
     for name, value in saved.items():
         method.get_buffer(name).copy_(value)
+
+
+def _deferring(method: torch.nn.Module) -> List[torch.nn.Module]:
+    """Submodules whose per-batch state updates wait for the optimiser step (``defer_updates`` /
+    ``commit_pending`` / ``discard_pending``, e.g. the DINO / UniMiSS centre): under gradient
+    accumulation they then move once per step with the whole accumulated batch."""
+    return [m for m in method.modules()
+            if all(callable(getattr(m, a, None)) for a in ("defer_updates", "commit_pending", "discard_pending"))]
 
 
 def _run_config(state: Dict[str, Any], run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -311,6 +325,9 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         fabric.barrier()
 
     # -- the loop ------------------------------------------------------------------------
+    deferring = _deferring(method)
+    for m in deferring:
+        m.defer_updates(True)
     model.train()
     batches = iter(loader)
     t0 = time.time()
@@ -347,6 +364,8 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         if float(n_bad_ranks) > 0:  # skip the update on every rank; the method's state stays as it was
             optimizer.zero_grad(set_to_none=True)
             _restore_buffers(method, buffers_before)
+            for m in deferring:
+                m.discard_pending()
             method.on_skipped_step(step, sched)
             bad += 1
             warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({bad} in a row)")
@@ -358,6 +377,8 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
                 fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            for m in deferring:  # once per step, all micro-batches together (a collective under DDP)
+                m.commit_pending()
             method.on_after_step(step, sched)
 
         keys = sorted(logs)
@@ -389,6 +410,8 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
             stop_reason = "time_budget"
             break
 
+    for m in deferring:  # outside the trainer the modules update at once again
+        m.defer_updates(False)
     if probe["on"] and probe["last_step"] != steps_done:
         run_probe(steps_done)  # the trained encoder
     wall = elapsed_before + time.time() - t0
