@@ -101,6 +101,16 @@ SUITES = {
         Stage("drasclr", "drasclr_tiny", DRASCLR_TASKS, group="drasclr"),
         Stage("unimiss_plus", "unimiss_plus_tiny", FROZEN_TASKS + (XRAY,), group="mit_plus"),
     ],
+    # one fixed backbone for every generic objective, nnU-Net's ResEnc U-Net (configs/*_resenc_tiny.yaml: the same
+    # encoder, and the whole U-Net for the masked reconstruction), so the rows compare methods, not backbones;
+    # one random-init row
+    "resenc": [
+        Stage("simclr", "simclr_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
+        Stage("moco", "moco_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
+        Stage("dino", "dino_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
+        Stage("mae_unet", "mae_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
+        Stage("t3d_vision", "t3d_resenc_tiny", (SEVERITY, SEG), ("method.name=t3d_vision",), group="resenc_unet"),
+    ],
 }
 
 
