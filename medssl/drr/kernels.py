@@ -1,23 +1,43 @@
-"""Compiled ray-casting kernels (numba) in voxel index space.
+"""Compiled ray-casting kernels (numba).
 
-All kernels take rays already mapped into the index space of ``density``
-(voxel centres at integer indices, voxel ``(i, j, k)`` covering
-``[i-0.5, i+0.5) x [j-0.5, j+0.5) x [k-0.5, k+0.5)``) and a per-ray world
-length; a ray is the segment ``p(a) = s + a (t - s)``, ``a`` in [0, 1]. The
-result is the line integral in world mm of the density along the segment,
-zero where it misses the volume.
+Index-space conventions: voxel centres at integer indices, voxel ``(i, j, k)``
+covering ``[i-0.5, i+0.5) x [j-0.5, j+0.5) x [k-0.5, k+0.5)``; a ray is the
+segment ``p(a) = s + a (t - s)``, ``a`` in [0, 1]; the result is the line
+integral in world mm along the segment, zero where it misses the volume.
 
-- :func:`siddon_parallel` / :func:`siddon_serial`: exact traversal of the
-  piecewise-constant (nearest-voxel) density, the incremental form of
-  Siddon's algorithm (Siddon, Med. Phys. 12(2), 1985) due to Jacobs et al.
-  (J. Comput. Inf. Technol. 6(1), 1998): one pass, no sorting, one voxel
-  read per crossed voxel.
-- :func:`trilinear_parallel` / :func:`trilinear_serial`: midpoint-rule
-  integration of the trilinear interpolant (edge values repeated out to the
-  volume's boundary planes) with a fixed step in mm.
+The rendering kernels (:func:`siddon`, :func:`siddon_serial`,
+:func:`trilinear`, :func:`trilinear_serial`) read the volume where it lies:
 
-The ``*_parallel`` variants split the rays over numba threads (``prange``);
-the ``*_serial`` variants run in the calling thread, for DataLoader workers.
+- ``vol`` is a 1D view over the volume's memory and ``strides`` the element
+  strides of its three axes (any order, so a transposed or cropped array
+  needs no copy); ``offset`` is the position of voxel (0, 0, 0);
+- rays come in world mm with the (3, 4) world -> index matrix ``m``, one
+  source (cone beam) or one per ray (parallel beam);
+- a stored value ``v`` becomes a density by the piecewise-linear map
+  ``vmap = (a, b, low, c, kink)``: ``a + b max(v, low) + c max(v, kink)``
+  (:func:`medssl.drr.physics.mu_map` writes HU -> attenuation this way);
+  ``vmap=None`` takes the values as they are (compiled without the map);
+  8- and 16-bit volumes (float16 caches, int16 HU) are read through a
+  table ``lut`` indexed by the raw code, which holds the density of every
+  code.
+
+Exact mode (:func:`siddon`): Siddon's exact traversal of the piecewise-
+constant density (Siddon, Med. Phys. 12(2), 1985) organised around the
+axis the ray crosses most (the main axis). Crossings of the other two axes
+are events; between two events the ray walks a run of whole main-axis
+voxels of equal length, so the inner loop is a strided sum of voxel values,
+and the segment lengths are computed only at the ends of each run. Every
+segment is the one Jacobs et al.'s incremental traversal (J. Comput. Inf.
+Technol. 6(1), 1998) visits; :func:`siddon_reference` keeps that
+one-voxel-per-iteration form as the plain re-derivation the tests and the
+benchmark compare against.
+
+Trilinear mode: midpoint-rule integration of the trilinear interpolant of
+the mapped density (edge values repeated out to the volume's boundary
+planes) with a fixed step in mm.
+
+The parallel variants split the rays over numba threads (``prange``); the
+``*_serial`` variants run in the calling thread, for DataLoader workers.
 """
 
 from __future__ import annotations
@@ -25,12 +45,78 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 _EPS_DIR = 1e-12
 
+#: ``lut`` argument for volumes read directly (float32 / float64).
+NO_LUT = np.zeros(1, dtype=np.float64)
 
-@njit(cache=True, fastmath=False, inline="always")
+
+def map_values(v, vmap):
+    """The value map of the kernels applied to an array (numpy; float64); ``vmap`` None: unchanged."""
+    v = np.asarray(v, dtype=np.float64)
+    if vmap is None:
+        return v
+    a, b, lo, c, kink = (float(x) for x in vmap)
+    return a + b * np.maximum(v, lo) + c * np.maximum(v, kink)
+
+
+def _value(vol, pos, vmap, lut):  # pragma: no cover - compiled through the overload below
+    raise NotImplementedError
+
+
+def _run_sum(vol, pos, step, n, vmap, lut):  # pragma: no cover - compiled through the overload below
+    raise NotImplementedError
+
+
+@overload(_value, inline="always")
+def _value_impl(vol, pos, vmap, lut):
+    """Density of the voxel at flat position ``pos``: table, raw value or mapped value."""
+    if isinstance(vol.dtype, types.Integer):
+        return lambda vol, pos, vmap, lut: lut[vol[np.uint64(pos)]]
+    if isinstance(vmap, types.NoneType):
+        return lambda vol, pos, vmap, lut: np.float64(vol[np.uint64(pos)])
+
+    def mapped(vol, pos, vmap, lut):
+        v = np.float64(vol[np.uint64(pos)])
+        return vmap[0] + vmap[1] * max(v, vmap[2]) + vmap[3] * max(v, vmap[4])
+
+    return mapped
+
+
+@overload(_run_sum, inline="always")
+def _run_sum_impl(vol, pos, step, n, vmap, lut):
+    """Sum of the density over ``n`` voxels ``pos, pos + step, ...`` (two accumulators)."""
+    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
+        def plain(vol, pos, step, n, vmap, lut):
+            s0 = 0.0
+            s1 = 0.0
+            for t in range(n >> 1):
+                s0 += _value(vol, pos, vmap, lut)
+                s1 += _value(vol, pos + step, vmap, lut)
+                pos += 2 * step
+            last = _value(vol, pos, vmap, lut)  # voxel after the run when n is even: inside the ray too
+            return s0 + s1 + (last if n & 1 else 0.0)
+
+        return plain
+
+    def mapped(vol, pos, step, n, vmap, lut):
+        lo, kink = vmap[2], vmap[4]
+        s_lo = 0.0
+        s_kink = 0.0
+        for t in range(n):
+            v = np.float64(vol[np.uint64(pos)])
+            s_lo += max(v, lo)
+            s_kink += max(v, kink)
+            pos += step
+        return n * vmap[0] + vmap[1] * s_lo + vmap[3] * s_kink
+
+    return mapped
+
+
+@njit(cache=True, inline="always")
 def _clip_interval(s0, s1, s2, d0, d1, d2, n0, n1, n2):
     """Return (a_min, a_max) of the segment inside the box [-0.5, n-0.5]^3 (a_min >= a_max: miss)."""
     a_lo = 0.0
@@ -59,15 +145,312 @@ def _clip_interval(s0, s1, s2, d0, d1, d2, n0, n1, n2):
     return a_lo, a_hi
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def _axis_start(s, d, a, n):
-    """Voxel index at parameter ``a`` along one axis, next crossing parameter and step."""
-    p = s + a * d
+@njit(cache=True, inline="always")
+def _voxel_at(p, n):
+    """Index of the voxel holding coordinate ``p`` on an axis of ``n`` voxels (clamped to the volume)."""
     idx = int(math.floor(p + 0.5))
     if idx < 0:
-        idx = 0
-    elif idx > n - 1:
-        idx = n - 1
+        return 0
+    if idx > n - 1:
+        return n - 1
+    return idx
+
+
+@njit(cache=True, inline="always")
+def _next_plane(idx, s, d):
+    """Parameter of the next voxel boundary after index ``idx`` along an axis, and the step sign."""
+    if d > _EPS_DIR:
+        return ((idx + 0.5) - s) / d, 1
+    if d < -_EPS_DIR:
+        return ((idx - 0.5) - s) / d, -1
+    return np.inf, 0
+
+
+@njit(cache=True, inline="always")
+def _to_index(m, x, y, z):
+    return (m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3],
+            m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3],
+            m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + m[2, 3])
+
+
+@njit(cache=True, inline="always")
+def _inverse(d):
+    """1 / d, or inf for a direction component too small to cross a plane."""
+    return 1.0 / d if abs(d) >= _EPS_DIR else np.inf
+
+
+@njit(cache=True, inline="always")
+def _entry_exit(s, inv, n, a_lo, a_hi):
+    """Narrow [a_lo, a_hi] to the slab [-0.5, n-0.5] of one axis (``inv`` = 1 / direction)."""
+    if inv == np.inf:
+        if s < -0.5 or s >= n - 0.5:
+            return 1.0, 0.0
+        return a_lo, a_hi
+    t0 = (-0.5 - s) * inv
+    t1 = (n - 0.5 - s) * inv
+    return max(a_lo, min(t0, t1)), min(a_hi, max(t0, t1))
+
+
+#: Rays whose other two axes together advance more than this fraction of the main axis
+#: take the one-crossing-per-iteration loop: their runs are too short to pay for the run setup.
+STEEP = 0.25
+
+
+@njit(cache=True, inline="always")
+def _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr, ap, aq, ar,
+                  step_p, step_q, step_r, vmap, lut):
+    """Jacobs et al.'s traversal, one crossing per iteration, for steep rays (same state as the runs)."""
+    acc = 0.0
+    while True:
+        if ap <= aq and ap <= ar:
+            a_next = ap
+            ax = 0
+        elif aq <= ar:
+            a_next = aq
+            ax = 1
+        else:
+            a_next = ar
+            ax = 2
+        if a_next >= a_end:
+            acc += (a_end - a_cur) * _value(vol, pos, vmap, lut)
+            break
+        acc += (a_next - a_cur) * _value(vol, pos, vmap, lut)
+        a_cur = a_next
+        if ax == 0:
+            ip += gp
+            if ip < 0 or ip >= np_:
+                break
+            pos += fp
+            ap += step_p
+        elif ax == 1:
+            iq += gq
+            if iq < 0 or iq >= nq:
+                break
+            pos += fq
+            aq += step_q
+        else:
+            ir += gr
+            if ir < 0 or ir >= nr:
+                break
+            pos += fr
+            ar += step_r
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _siddon_runs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2, vmap, lut):
+    """Exact integral over ``a`` (not yet times the ray length) of one ray in index space."""
+    # main axis p (most crossed), other axes q and r
+    if abs(d0) >= abs(d1) and abs(d0) >= abs(d2):
+        sp, dp, np_, stp = s0, d0, n0, st0
+        sq, dq, nq, stq = s1, d1, n1, st1
+        sr, dr, nr, str_ = s2, d2, n2, st2
+    elif abs(d1) >= abs(d2):
+        sp, dp, np_, stp = s1, d1, n1, st1
+        sq, dq, nq, stq = s0, d0, n0, st0
+        sr, dr, nr, str_ = s2, d2, n2, st2
+    else:
+        sp, dp, np_, stp = s2, d2, n2, st2
+        sq, dq, nq, stq = s0, d0, n0, st0
+        sr, dr, nr, str_ = s1, d1, n1, st1
+    inv_p, inv_q, inv_r = _inverse(dp), _inverse(dq), _inverse(dr)
+    if inv_p == np.inf:
+        return 0.0
+    a_cur, a_end = _entry_exit(sp, inv_p, np_, 0.0, 1.0)
+    a_cur, a_end = _entry_exit(sq, inv_q, nq, a_cur, a_end)
+    a_cur, a_end = _entry_exit(sr, inv_r, nr, a_cur, a_end)
+    if a_cur >= a_end:
+        return 0.0
+    ip = _voxel_at(sp + a_cur * dp, np_)
+    iq = _voxel_at(sq + a_cur * dq, nq)
+    ir = _voxel_at(sr + a_cur * dr, nr)
+    pos = offset + ip * stp + iq * stq + ir * str_
+    gp = 1 if dp > 0 else -1
+    gq = 0 if inv_q == np.inf else (1 if dq > 0 else -1)
+    gr = 0 if inv_r == np.inf else (1 if dr > 0 else -1)
+    fp, fq, fr = gp * stp, gq * stq, gr * str_
+    full = abs(inv_p)  # parameter length of one whole main-axis voxel
+    # next crossing of q and r, and the parameter step between their crossings
+    aq = ((iq + 0.5 * gq) - sq) * inv_q if gq != 0 else np.inf
+    ar = ((ir + 0.5 * gr) - sr) * inv_r if gr != 0 else np.inf
+    step_q, step_r = abs(inv_q), abs(inv_r)
+    if abs(dq) + abs(dr) > STEEP * abs(dp):
+        return _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr,
+                             ((ip + 0.5 * gp) - sp) * inv_p, aq, ar, full, step_q, step_r, vmap, lut)
+    acc = 0.0
+    while True:
+        a_ev = min(min(aq, ar), a_end)  # next crossing of q or r, or the exit
+        ie = min(max(int(math.floor(sp + a_ev * dp + 0.5)), 0), np_ - 1)  # main-axis voxel there
+        n = (ie - ip) * gp
+        if n > 0:
+            # the rest of the current voxel, n - 1 whole main-axis voxels, the start of voxel ie
+            a_first = ((ip + 0.5 * gp) - sp) * inv_p
+            acc += (a_first - a_cur) * _value(vol, pos, vmap, lut)
+            acc += _run_sum(vol, pos + fp, fp, n - 1, vmap, lut) * full
+            pos += n * fp
+            ip = ie
+            a_cur = ((ip - 0.5 * gp) - sp) * inv_p
+        acc += (a_ev - a_cur) * _value(vol, pos, vmap, lut)
+        a_cur = a_ev
+        if a_ev >= a_end:
+            break
+        take_q = aq <= ar
+        iq += gq if take_q else 0
+        ir += 0 if take_q else gr
+        if iq < 0 or iq >= nq or ir < 0 or ir >= nr:
+            break
+        pos += fq if take_q else fr
+        aq += step_q if take_q else 0.0
+        ar += 0.0 if take_q else step_r
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut):
+    q = r if src.shape[0] > 1 else 0
+    x0, y0, z0 = src[q, 0], src[q, 1], src[q, 2]
+    x1, y1, z1 = tgt[r, 0], tgt[r, 1], tgt[r, 2]
+    length = math.sqrt((x1 - x0) ** 2 + (y1 - y0) ** 2 + (z1 - z0) ** 2)
+    s0, s1, s2 = _to_index(m, x0, y0, z0)
+    t0, t1, t2 = _to_index(m, x1, y1, z1)
+    return length * _siddon_runs(vol, strides[0], strides[1], strides[2], shape[0], shape[1], shape[2], offset,
+                                 s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap, lut)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def siddon(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
+    """Exact line integrals of rays ``src -> tgt[r]`` (world mm) into ``out`` (R,), numba threads.
+
+    Rays are taken in the sequence ``order`` (:func:`ray_order`), so that
+    rays that read the same cache lines run one after another.
+    """
+    for t in prange(order.shape[0]):
+        r = order[t]
+        out[r] = _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut)
+
+
+@njit(parallel=False, fastmath=False, cache=True)
+def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
+    """Single-threaded :func:`siddon`."""
+    for t in range(order.shape[0]):
+        r = order[t]
+        out[r] = _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut)
+
+
+@njit(cache=True, inline="always")
+def _sample(vol, strides, shape, offset, vmap, lut, x, y, z):
+    """Trilinear value of the mapped density at index-space point (x, y, z); edge voxels repeat."""
+    n0, n1, n2 = shape[0], shape[1], shape[2]
+    x = min(max(x, 0.0), n0 - 1.0)
+    y = min(max(y, 0.0), n1 - 1.0)
+    z = min(max(z, 0.0), n2 - 1.0)
+    i = min(int(x), n0 - 2) if n0 > 1 else 0
+    j = min(int(y), n1 - 2) if n1 > 1 else 0
+    k = min(int(z), n2 - 2) if n2 > 1 else 0
+    fx = x - i
+    fy = y - j
+    fz = z - k
+    i1 = min(i + 1, n0 - 1)
+    j1 = min(j + 1, n1 - 1)
+    k1 = min(k + 1, n2 - 1)
+    a0, a1 = offset + i * strides[0], offset + i1 * strides[0]
+    b0, b1 = j * strides[1], j1 * strides[1]
+    e0, e1 = k * strides[2], k1 * strides[2]
+    c00 = _value(vol, a0 + b0 + e0, vmap, lut) * (1 - fz) + _value(vol, a0 + b0 + e1, vmap, lut) * fz
+    c01 = _value(vol, a0 + b1 + e0, vmap, lut) * (1 - fz) + _value(vol, a0 + b1 + e1, vmap, lut) * fz
+    c10 = _value(vol, a1 + b0 + e0, vmap, lut) * (1 - fz) + _value(vol, a1 + b0 + e1, vmap, lut) * fz
+    c11 = _value(vol, a1 + b1 + e0, vmap, lut) * (1 - fz) + _value(vol, a1 + b1 + e1, vmap, lut) * fz
+    c0 = c00 * (1 - fy) + c01 * fy
+    c1 = c10 * (1 - fy) + c11 * fy
+    return c0 * (1 - fx) + c1 * fx
+
+
+@njit(cache=True, inline="always")
+def _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap, lut):
+    q = r if src.shape[0] > 1 else 0
+    x0, y0, z0 = src[q, 0], src[q, 1], src[q, 2]
+    x1, y1, z1 = tgt[r, 0], tgt[r, 1], tgt[r, 2]
+    length = math.sqrt((x1 - x0) ** 2 + (y1 - y0) ** 2 + (z1 - z0) ** 2)
+    s0, s1, s2 = _to_index(m, x0, y0, z0)
+    t0, t1, t2 = _to_index(m, x1, y1, z1)
+    d0, d1, d2 = t0 - s0, t1 - s1, t2 - s2
+    a_lo, a_hi = _clip_interval(s0, s1, s2, d0, d1, d2, shape[0], shape[1], shape[2])
+    if a_lo >= a_hi:
+        return 0.0
+    n = max(1, int(math.ceil((a_hi - a_lo) * length / step_mm)))
+    da = (a_hi - a_lo) / n
+    acc = 0.0
+    for i in range(n):
+        a = a_lo + (i + 0.5) * da
+        acc += _sample(vol, strides, shape, offset, vmap, lut, s0 + a * d0, s1 + a * d1, s2 + a * d2)
+    return acc * da * length
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def trilinear(vol, strides, shape, offset, m, src, tgt, step_mm, vmap, lut, order, out):
+    """Trilinear line integrals with a step of ``step_mm`` world mm into ``out`` (R,), numba threads."""
+    for t in prange(order.shape[0]):
+        r = order[t]
+        out[r] = _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap, lut)
+
+
+@njit(parallel=False, fastmath=False, cache=True)
+def trilinear_serial(vol, strides, shape, offset, m, src, tgt, step_mm, vmap, lut, order, out):
+    """Single-threaded :func:`trilinear`."""
+    for t in range(order.shape[0]):
+        r = order[t]
+        out[r] = _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap, lut)
+
+
+@njit(cache=True)
+def ray_order(m, src, tgt, shape, block):
+    """A sequence of the rays grouped by where they pass the volume: (R,) int64.
+
+    Each ray is keyed by its main axis and the ``block`` x ``block``-voxel
+    cell in which it crosses the volume's middle plane across that axis;
+    a counting sort puts rays of one cell next to each other (in their
+    given order within a cell), so neighbouring rays share cache lines
+    whatever the detector's orientation against the array's memory order.
+    """
+    n_rays = tgt.shape[0]
+    cells = (max(shape[0], max(shape[1], shape[2])) + block - 1) // block + 2
+    keys = np.empty(n_rays, dtype=np.int64)
+    for r in range(n_rays):
+        q = r if src.shape[0] > 1 else 0
+        s = _to_index(m, src[q, 0], src[q, 1], src[q, 2])
+        t = _to_index(m, tgt[r, 0], tgt[r, 1], tgt[r, 2])
+        d0, d1, d2 = t[0] - s[0], t[1] - s[1], t[2] - s[2]
+        if abs(d0) >= abs(d1) and abs(d0) >= abs(d2):
+            ax, u, w = 0, 1, 2
+        elif abs(d1) >= abs(d2):
+            ax, u, w = 1, 0, 2
+        else:
+            ax, u, w = 2, 0, 1
+        dd = (d0, d1, d2)
+        ss = (s[0], s[1], s[2])
+        a = ((shape[ax] - 1) * 0.5 - ss[ax]) / dd[ax] if dd[ax] != 0.0 else 0.0
+        cu = min(max(int(math.floor((ss[u] + a * dd[u]) / block)) + 1, 0), cells - 1)
+        cw = min(max(int(math.floor((ss[w] + a * dd[w]) / block)) + 1, 0), cells - 1)
+        keys[r] = (ax * cells + cw) * cells + cu
+    counts = np.zeros(3 * cells * cells + 1, dtype=np.int64)
+    for r in range(n_rays):
+        counts[keys[r] + 1] += 1
+    for c in range(1, counts.shape[0]):
+        counts[c] += counts[c - 1]
+    order = np.empty(n_rays, dtype=np.int64)
+    for r in range(n_rays):
+        order[counts[keys[r]]] = r
+        counts[keys[r]] += 1
+    return order
+
+
+# -- reference traversal ---------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _axis_start(s, d, a, n):
+    """Voxel index at parameter ``a`` along one axis, next crossing parameter and step."""
+    idx = _voxel_at(s + a * d, n)
     if d > _EPS_DIR:
         return idx, ((idx + 0.5) - s) / d, 1.0 / d, 1
     if d < -_EPS_DIR:
@@ -76,7 +459,7 @@ def _axis_start(s, d, a, n):
 
 
 @njit(cache=True, fastmath=False)
-def _siddon_one(density, s0, s1, s2, t0, t1, t2, length):
+def _jacobs_one(density, s0, s1, s2, t0, t1, t2, length):
     n0, n1, n2 = density.shape
     d0 = t0 - s0
     d1 = t1 - s1
@@ -121,77 +504,12 @@ def _siddon_one(density, s0, s1, s2, t0, t1, t2, length):
     return acc * length
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def _sample(density, x, y, z):
-    """Trilinear value at index-space point (x, y, z); edge voxels repeat to the boundary."""
-    n0, n1, n2 = density.shape
-    x = min(max(x, 0.0), n0 - 1.0)
-    y = min(max(y, 0.0), n1 - 1.0)
-    z = min(max(z, 0.0), n2 - 1.0)
-    i = min(int(x), n0 - 2) if n0 > 1 else 0
-    j = min(int(y), n1 - 2) if n1 > 1 else 0
-    k = min(int(z), n2 - 2) if n2 > 1 else 0
-    fx = x - i
-    fy = y - j
-    fz = z - k
-    i1 = min(i + 1, n0 - 1)
-    j1 = min(j + 1, n1 - 1)
-    k1 = min(k + 1, n2 - 1)
-    c00 = density[i, j, k] * (1 - fz) + density[i, j, k1] * fz
-    c01 = density[i, j1, k] * (1 - fz) + density[i, j1, k1] * fz
-    c10 = density[i1, j, k] * (1 - fz) + density[i1, j, k1] * fz
-    c11 = density[i1, j1, k] * (1 - fz) + density[i1, j1, k1] * fz
-    c0 = c00 * (1 - fy) + c01 * fy
-    c1 = c10 * (1 - fy) + c11 * fy
-    return c0 * (1 - fx) + c1 * fx
-
-
-@njit(cache=True, fastmath=False)
-def _trilinear_one(density, s0, s1, s2, t0, t1, t2, length, step_mm):
-    n0, n1, n2 = density.shape
-    d0 = t0 - s0
-    d1 = t1 - s1
-    d2 = t2 - s2
-    a_lo, a_hi = _clip_interval(s0, s1, s2, d0, d1, d2, n0, n1, n2)
-    if a_lo >= a_hi:
-        return 0.0
-    inside_mm = (a_hi - a_lo) * length
-    n = max(1, int(math.ceil(inside_mm / step_mm)))
-    da = (a_hi - a_lo) / n
-    acc = 0.0
-    for m in range(n):
-        a = a_lo + (m + 0.5) * da
-        acc += _sample(density, s0 + a * d0, s1 + a * d1, s2 + a * d2)
-    return acc * da * length
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def siddon_parallel(density, src, tgt, length, out):
-    """Exact line integrals for rays ``src[r] -> tgt[r]`` (index space, (R, 3) float64) into ``out`` (R,)."""
-    for r in prange(tgt.shape[0]):
-        out[r] = _siddon_one(density, src[r, 0], src[r, 1], src[r, 2],
-                             tgt[r, 0], tgt[r, 1], tgt[r, 2], length[r])
-
-
 @njit(parallel=False, fastmath=False, cache=True)
-def siddon_serial(density, src, tgt, length, out):
-    """Single-threaded :func:`siddon_parallel`."""
+def siddon_reference(density, src, tgt, length, out):
+    """Jacobs et al.'s incremental Siddon, one voxel per iteration, on a 3D array in index space.
+
+    ``src``/``tgt`` (R, 3) index coordinates, ``length`` (R,) world mm. The
+    plain form the run-based :func:`siddon` is tested against.
+    """
     for r in range(tgt.shape[0]):
-        out[r] = _siddon_one(density, src[r, 0], src[r, 1], src[r, 2],
-                             tgt[r, 0], tgt[r, 1], tgt[r, 2], length[r])
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def trilinear_parallel(density, src, tgt, length, step_mm, out):
-    """Trilinear line integrals with a step of ``step_mm`` world mm into ``out`` (R,)."""
-    for r in prange(tgt.shape[0]):
-        out[r] = _trilinear_one(density, src[r, 0], src[r, 1], src[r, 2],
-                                tgt[r, 0], tgt[r, 1], tgt[r, 2], length[r], step_mm)
-
-
-@njit(parallel=False, fastmath=False, cache=True)
-def trilinear_serial(density, src, tgt, length, step_mm, out):
-    """Single-threaded :func:`trilinear_parallel`."""
-    for r in range(tgt.shape[0]):
-        out[r] = _trilinear_one(density, src[r, 0], src[r, 1], src[r, 2],
-                                tgt[r, 0], tgt[r, 1], tgt[r, 2], length[r], step_mm)
+        out[r] = _jacobs_one(density, src[r, 0], src[r, 1], src[r, 2], tgt[r, 0], tgt[r, 1], tgt[r, 2], length[r])
