@@ -325,12 +325,13 @@ def preprocess_manifest(
     report = PreprocessReport(out=out, plan=plan.to_json(), fingerprint=fp)
     mine = [c for n, c in enumerate(cases) if n % n_shards == index]
     cases_dir = out / "cases"
+    classes = dataset_classes(manifest)
     todo = []
     for c in mine:
         if is_finished(cases_dir, str(c.id)):
             meta_path = cases_dir / str(c.id) / "meta.json"
             case_record(meta_path)  # a damaged meta.json is named, not silently replaced
-            why = stale_reason(c, read_json(meta_path, hint=REBUILD))
+            why = stale_reason(c, read_json(meta_path, hint=REBUILD), classes)
             if why is None:
                 report.reused.append(str(c.id))
                 continue
@@ -342,7 +343,7 @@ def preprocess_manifest(
     try:
         with closing(_run(process_case, todo, workers=int(workers), progress=progress, desc="preprocess",
                           kwargs={"plan": plan, "cases_dir": cases_dir, "redo": sorted(report.redone),
-                                  "classes": dataset_classes(manifest)})) as results:
+                                  "classes": classes})) as results:
             for case, res in results:  # closing: an error stops the pool before it propagates
                 if isinstance(res, DataError):
                     if str(case.id) in report.redone:  # its inputs changed and no longer read: the old case goes

@@ -265,7 +265,7 @@ def process_volume(case: Any, plan: Plan, cases_dir: Path, replace: bool = False
                    classes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Preprocess a CT/MR case; returns its index record. Raises :class:`DataError` on bad input."""
     cid = check_case_id(case)
-    inputs = case_inputs(case)  # before reading: a file changed meanwhile is noticed by the next run
+    inputs = case_inputs(case, classes)  # before reading: a file changed meanwhile is noticed by the next run
     vol = read_volume_checked(case)
     lab = read_volume_checked(case, label=True)
     if lab is not None:

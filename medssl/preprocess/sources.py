@@ -77,18 +77,37 @@ def file_entry(path: Path) -> Dict[str, Any]:
     return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": file_hash(path)}
 
 
-def case_inputs(case: Any) -> Dict[str, Any]:
+def declared_classes(case: Any, classes: Optional[Dict[str, Any]] = None) -> Optional[List[int]]:
+    """The label values a labelled case is checked against (its meta.label_names, else the dataset's)."""
+    if not getattr(case, "label", None):
+        return None
+    from .process import declared_values
+
+    values = declared_values((getattr(case, "meta", None) or {}).get("label_names"))
+    if values is None and classes:
+        values = classes.get("values")
+    return None if values is None else [int(v) for v in values]
+
+
+def case_inputs(case: Any, classes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What ``meta.json`` records about a case's inputs (taken before the files are read)."""
-    return {"record": record_key(case), "files": [file_entry(p) for p in source_files(case)]}
+    return {"record": record_key(case), "files": [file_entry(p) for p in source_files(case)],
+            "classes": declared_classes(case, classes)}
 
 
-def stale_reason(case: Any, meta: Dict[str, Any]) -> Optional[str]:
-    """``None`` when the cached case still matches its inputs, else why it must be redone."""
+def stale_reason(case: Any, meta: Dict[str, Any], classes: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """``None`` when the cached case still matches its inputs, else why it must be redone.
+
+    ``classes``: the dataset's declared label values (a dataset.json next to
+    the manifest); a labelled case checked against other classes is redone.
+    """
     inputs = meta.get("inputs")
     if not isinstance(inputs, dict) or not isinstance(inputs.get("files"), list):
         return "the cache does not record its inputs (written by an older medssl)"
     if inputs.get("record") != record_key(case):
         return "its manifest record changed"
+    if inputs.get("classes") != declared_classes(case, classes):
+        return "the label classes it is checked against changed"
     recorded = {str(e.get("path")): e for e in inputs["files"] if isinstance(e, dict)}
     now = source_files(case)
     names = {str(p) for p in now}
@@ -110,4 +129,4 @@ def stale_reason(case: Any, meta: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-__all__ = ["source_files", "record_key", "case_inputs", "stale_reason", "file_entry", "file_hash"]
+__all__ = ["source_files", "record_key", "declared_classes", "case_inputs", "stale_reason", "file_entry", "file_hash"]

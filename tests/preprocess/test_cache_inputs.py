@@ -164,3 +164,24 @@ def test_damaged_inputs_record_is_named(tmp_path, cohort, capsys, text):
     rc = main(["preprocess", str(manifest), "--out", str(out), "--spacing", "2", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and str(out / "inputs.json") in err and "Traceback" not in err
+
+
+def test_redo_and_label_classes_under_workers(tmp_path, cohort):
+    root = tmp_path / "d"
+    manifest = cohort.ct_cohort(root, 3, shape=(12, 11, 10))
+    out = tmp_path / "c"
+    run(manifest, out, workers=2)
+    img = root / "images" / "case02.nii.gz"
+    hu, _ = cohort.phantom_ct((12, 11, 10), seed=9)
+    from medssl.io.writers import write_nifti
+
+    write_nifti(hu, img, affine=cohort.diag_affine((1.5, 1.5, 2.0), (-20.0, 5.0, 2.0)))
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "lung"}}))  # 2 undeclared
+    rep = run(manifest, out, workers=2, skip_bad=True)  # case02 changed; all three now checked against new classes
+    assert sorted(rep.redone) == ["case00", "case01", "case02"]
+    assert rep.redone["case00"] == "the label classes it is checked against changed"
+    assert sorted(s["id"] for s in rep.skipped) == ["case00", "case01", "case02"]
+    assert all("not declare" in s["reason"] for s in rep.skipped) and Cache(out).ids == []
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "lung", "2": "bone"}}))
+    rep = run(manifest, out, workers=2)
+    assert sorted(rep.processed) == ["case00", "case01", "case02"] and Cache(out).ids == ["case00", "case01", "case02"]
