@@ -59,6 +59,32 @@ def hu_to_mu(hu: np.ndarray, energy_kev: float = 60.0, *, bone_scale: float = 1.
     return np.maximum(np.where(h <= 0, soft, hard), 0.0).astype(np.float32)
 
 
+def mu_map(energy_kev: float = 60.0, *, bone_scale: float = 1.0, hu_offset: float = 0.0,
+           hu_scale: float = 1.0) -> Tuple[float, float, float, float, float]:
+    """:func:`hu_to_mu` as the kernels' value map of stored values ``v`` with ``HU = hu_offset + hu_scale * v``.
+
+    Returns ``(a, b, low, c, kink)`` with ``mu = a + b max(v, low) + c max(v, kink)``
+    (pass as ``value_map`` to :meth:`medssl.drr.Projector.line_integrals`): the
+    soft-tissue line below the kink at HU 0, the bone line above it, and the
+    clip at zero attenuation as ``low``. A cache window ``(lo, hi)`` is
+    ``hu_offset=lo, hu_scale=hi - lo``; HU / 1024 is ``hu_scale=1024``.
+    """
+    if not (np.isfinite(hu_scale) and hu_scale > 0):
+        raise ValueError(f"hu_scale: must be a positive number of HU per stored unit, got {hu_scale}")
+    if not np.isfinite(hu_offset):
+        raise ValueError(f"hu_offset: must be finite, got {hu_offset}")
+    if not (np.isfinite(bone_scale) and bone_scale >= 0):
+        raise ValueError(f"bone_scale: must be a non-negative multiplier, got {bone_scale}")
+    mu_air, mu_water, mu_bone = attenuation_coefficients(energy_kev)
+    soft = (mu_water - mu_air) / 1000.0 * hu_scale  # d mu / d v below the kink
+    hard = bone_scale * (mu_bone - mu_water) / 1000.0 * hu_scale  # d mu / d v above it
+    kink = -hu_offset / hu_scale  # HU 0
+    low = kink - mu_water / soft  # soft-tissue line reaches mu = 0
+    c = hard - soft
+    a = mu_water - soft * kink - c * kink
+    return (float(a), float(soft), float(low), float(c), float(kink))
+
+
 def beer_lambert(line_integral: np.ndarray, i0: float = 1.0) -> np.ndarray:
     """Transmitted intensity ``I0 * exp(-line_integral)``."""
     if not (np.isfinite(i0) and i0 > 0):

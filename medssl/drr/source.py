@@ -22,7 +22,8 @@ import torch
 
 from ..registry import SOURCES
 from .geometry import Pose, fit_spacing, pose_rays
-from .physics import hu_to_mu, noisy_line_integral, window
+from .physics import mu_map, noisy_line_integral
+from .physics import window as window_image
 from .render import Projector
 
 
@@ -67,40 +68,60 @@ class DRRRenderer:
             raise ValueError(f"size: detector size must be at least 1 pixel, got {size}")
         if axis_order not in ("xyz", "zyx"):
             raise ValueError(f"axis_order: expected 'xyz' or 'zyx', got {axis_order!r}")
-        if hu_window is not None and not hu_window[1] > hu_window[0]:
-            raise ValueError(f"hu_window: need low < high, got {hu_window}")
+        if hu_window is not None:
+            hu_window = _check_window(hu_window)
         self.views = tuple(views)
         self.size, self.sdd, self.sod = int(size), float(sdd), float(sod)
         self.jitter = jitter or DRRJitter()
         self.hu_window, self.mode, self.axis_order = hu_window, mode, axis_order
 
-    def to_hu(self, volume: np.ndarray) -> np.ndarray:
-        """Input array -> HU, (X, Y, Z)."""
-        a = np.asarray(volume, dtype=np.float32)
+    def volume(self, volume: Any) -> np.ndarray:
+        """The input as the kernels read it, (X, Y, Z), without a copy (a ``[1, ...]`` array squeezed,
+        cache order transposed back, a CPU tensor viewed as numpy)."""
+        a = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
         if a.ndim == 4 and a.shape[0] == 1:
             a = a[0]
         if a.ndim != 3:
             raise ValueError(f"volume: expected a 3D array (or [1, ...] tensor), got shape {a.shape}")
-        if self.axis_order == "zyx":
-            a = a.transpose(2, 1, 0)
+        return a.transpose(2, 1, 0) if self.axis_order == "zyx" else a
+
+    def to_hu(self, volume: np.ndarray) -> np.ndarray:
+        """Input array -> HU, (X, Y, Z) float32 (a copy; rendering reads the input itself)."""
+        a = self.volume(volume).astype(np.float32)
         if self.hu_window is not None:
             lo, hi = self.hu_window
             a = lo + a * (hi - lo)
         return a
 
-    def __call__(self, volume: np.ndarray, voxel_to_world: np.ndarray, rng: np.random.Generator) -> Dict[str, Any]:
+    def __call__(self, volume: Any, voxel_to_world: np.ndarray, rng: np.random.Generator, *,
+                 hu_window: Optional[Tuple[float, float]] = None) -> Dict[str, Any]:
         """Render ``len(views)`` X-rays.
+
+        The kernels read ``volume`` where it lies (any axis order, crop or
+        dtype, e.g. a float16 cache memmap) and turn its values into
+        attenuation as they go (:func:`medssl.drr.physics.mu_map`), so nothing
+        is copied or converted; all views share the one prepared volume.
+
+        Args:
+            volume: (X, Y, Z) array (``axis_order`` "zyx": (Z, Y, X)), in HU or in ``hu_window``.
+            voxel_to_world: (4, 4) affine of the (x, y, z) indices.
+            rng: the generator of the pose and intensity jitter.
+            hu_window: for this call, the (low, high) HU that 0 and 1 map to (default: the
+                renderer's ``hu_window``); HU / 1024 is ``(0, 1024)``.
 
         Returns ``xray`` (V, H, W) float32 in [0, 1] (bone bright, noisy when
         photons are set), ``line_integrals`` (V, H, W) float32 (noise-free) and
         ``params`` (per view: rotation, translation, energy, bone_scale, photons).
         """
+        window = self.hu_window if hu_window is None else _check_window(hu_window)
+        offset, scale = (0.0, 1.0) if window is None else (float(window[0]), float(window[1] - window[0]))
         j = self.jitter
-        hu = self.to_hu(volume)
+        vol = self.volume(volume)
         energy = float(rng.uniform(*j.energy_kev))
         bone = float(rng.uniform(*j.bone_scale))
-        proj = Projector(hu_to_mu(hu, energy, bone_scale=bone), voxel_to_world, parallel=False)
-        spacing = fit_spacing(hu.shape, proj.affine, views=self.views, size=(self.size, self.size),
+        values = mu_map(energy, bone_scale=bone, hu_offset=offset, hu_scale=scale)
+        proj = Projector(vol, voxel_to_world, parallel=False)
+        spacing = fit_spacing(vol.shape, proj.affine, views=self.views, size=(self.size, self.size),
                               sdd=self.sdd, sod=self.sod)
         xrays, raws, params = [], [], []
         for view in self.views:
@@ -109,17 +130,24 @@ class DRRRenderer:
             pose = Pose(view=view, rotation=rot, translation=shift, sdd=self.sdd, sod=self.sod,
                         size=(self.size, self.size), spacing=spacing)
             src, tgt = pose_rays(pose, proj.shape, proj.affine)
-            raw = proj.line_integrals(src, tgt, mode=self.mode).reshape(self.size, self.size)
+            raw = proj.line_integrals(src, tgt, mode=self.mode, value_map=values).reshape(self.size, self.size)
             photons = None
             shown = raw
             if j.photons is not None:
                 photons = float(np.exp(rng.uniform(np.log(j.photons[0]), np.log(j.photons[1]))))
                 shown = noisy_line_integral(raw, photons, rng)
-            xrays.append(window(shown, bits=None))
+            xrays.append(window_image(shown, bits=None))
             raws.append(raw.astype(np.float32))
             params.append({"view": view, "rotation": rot, "translation": shift, "energy_kev": energy,
                            "bone_scale": bone, "photons": photons})
         return {"xray": np.stack(xrays), "line_integrals": np.stack(raws), "params": params}
+
+
+def _check_window(hu_window: Tuple[float, float]) -> Tuple[float, float]:
+    lo, hi = (float(v) for v in hu_window)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"hu_window: need finite low < high, got {tuple(hu_window)}")
+    return lo, hi
 
 
 @SOURCES.register("drr_pairs", help="CTs with paired X-rays rendered on the fly (pose and intensity jitter)")

@@ -158,8 +158,8 @@ class UniMiSSViews:
 
     def _drr_view(self, sub: torch.Tensor, affine: np.ndarray, divisor: float, rng: np.random.Generator) -> torch.Tensor:
         assert self.renderer is not None
-        hu = sub[0].numpy().astype(np.float32) * float(divisor)  # (Z, Y, X) HU
-        xr = torch.from_numpy(self.renderer(hu, affine, rng)["xray"][:1])  # [1, drr, drr] in [0, 1]
+        # the renderer reads the crop of the sample in place: (Z, Y, X) values HU / divisor, no copy
+        xr = torch.from_numpy(self.renderer(sub[0], affine, rng, hu_window=(0.0, float(divisor)))["xray"][:1])
         return self._intensity2d(self.drr_crop(xr, rng), rng)
 
     # -- X-ray -------------------------------------------------------------------------------
