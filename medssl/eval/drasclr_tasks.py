@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,6 @@ TARGETS = {"patient_classification": "severity", "patient_regression": "lung_fun
 LEARNED = ("attention", "graph_conv")
 HEAD_STEPS = 300  # full-batch AdamW steps of the learned pooling heads
 DICE_THRESHOLDS = tuple(np.round(np.arange(0.02, 0.62, 0.02), 2))
-_FEATURES: Dict[Tuple[int, int, str], np.ndarray] = {}
 
 
 def patch_set_root(model: ModelSpec, data: EvalData) -> Path:
@@ -82,16 +81,15 @@ class PatientData:
         self.adj = P.normalised_adjacency(P.grid_adjacency(self.source.grid.neighbours, self.source.num_locations))
 
     def features(self, seed: int, ids: Sequence[str]) -> np.ndarray:
-        """``[S, N, D]`` for ``ids`` (a pretrained model's features are computed once per process)."""
-        key = (id(self.model), 0 if self.model.pretrained else int(seed), str(self.root))
-        if key not in _FEATURES:
-            if len(_FEATURES) > 8:
-                _FEATURES.clear()
+        """``[S, N, D]`` for ``ids``, kept on the model (a pretrained model's features are computed once)."""
+        ids_all = self.train + self.test
+        key = ("patient_features", 0 if self.model.pretrained else int(seed), str(self.root), tuple(ids_all))
+        cache = self.model.feature_cache
+        if key not in cache:
             enc = self.model.build(seed)
-            ids_all = self.train + self.test
             f = P.subject_features(enc, self.source, ids_all, batch_size=64, device=self.s.device)
-            _FEATURES[key] = {cid: f[j] for j, cid in enumerate(ids_all)}
-        return np.stack([_FEATURES[key][i] for i in ids])
+            cache[key] = {cid: f[j] for j, cid in enumerate(ids_all)}
+        return np.stack([cache[key][i] for i in ids])
 
     def pooled(self, kind: str, f: np.ndarray) -> np.ndarray:
         return P.pool(f, kind, self.adj)

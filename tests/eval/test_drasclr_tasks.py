@@ -105,3 +105,17 @@ def test_missing_patch_set_is_a_data_error(prepared):
     bare = random_init("cond_cnn3d", patch_size=[12, 12, 12])
     with pytest.raises(DataError, match="no DrasCLR patch set"):
         TASKS.get("patient_classification")(bare, data, s)
+
+
+def test_patient_features_are_kept_on_each_model_not_shared_between_models(prepared):
+    data, model, s, _, _ = prepared
+    other = random_init("cond_cnn3d", backbone_kwargs={"widths": [2, 2, 4, 4, 8], "num_experts": 2, "rep_dim": 8},
+                        patch_size=[12, 12, 12], name="other-cond")
+    other.meta["data"] = dict(model.meta["data"])
+    a, b = D.PatientData(model, data, s), D.PatientData(other, data, s)
+    fa, fb = a.features(0, a.test), b.features(0, b.test)
+    assert any(k[0] == "patient_features" for k in model.feature_cache)
+    assert any(k[0] == "patient_features" for k in other.feature_cache)
+    assert fa.shape == fb.shape and np.array_equal(a.features(0, a.test), fa)
+    # a random-init model's seeds are different networks: seed 1 is not seed 0's cached features
+    assert not np.allclose(a.features(1, a.test), fa)
