@@ -42,10 +42,11 @@ BIN = Path(sys.executable).parent
 
 #: nnUNetv2_train's entry point with the trainer's schedule set (argv: EPOCHS ITERS VAL_ITERS, then its own).
 TRAIN = """
-import sys
+import functools, sys
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 epochs, iters, val_iters = (int(v) for v in sys.argv[1:4])
 init = nnUNetTrainer.__init__
+@functools.wraps(init)  # the trainer records its arguments from its own signature
 def short(self, *a, **k):
     init(self, *a, **k)
     self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = epochs, iters, val_iters
