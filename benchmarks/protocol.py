@@ -19,6 +19,10 @@ Suites:
   baselines SimCLR, MoCo v2, DINO, MAE on 3D patches; segmentation Dice and severity AUC
   cpu_baselines SimCLR, MoCo v2 (one ResNet-10 and its random twin), MAE; frozen probes of emphysema_pct and
            lung_function (R^2, Spearman), nodule / consolidation / effusion (AUC), survival (C-index)
+  resenc   SimCLR, MoCo v2, DINO, masked U-Net reconstruction (mae_unet), T3D's vision objective on one ResEnc U-Net
+           encoder (nnU-Net's network) with one random-init row; severity probe and segmentation
+  resenc_frozen the same rows on the frozen tasks of cpu_baselines only
+  cpu_mae_seg MAE (ViT) and its random twin, organ segmentation fine-tuned with the calibrated harness
   cpu_methods T3D, IICC, DrasCLR, UniMiSS+ (each with its random twin): the frozen probes above, plus report
            retrieval and zero-shot (T3D), X-ray consolidation (IICC, UniMiSS+), DrasCLR's patient-level tasks
 
@@ -93,6 +97,10 @@ SUITES = {
     "baselines": [
         Stage(name, f"{name}_tiny", (SEG, SEVERITY), group=name) for name in ("simclr", "moco", "dino", "mae")
     ],
+    # MAE's target: fine-tuning (a ViT's masked-reconstruction features are made to be fine-tuned, not probed)
+    "cpu_mae_seg": [
+        Stage("mae", "mae_tiny", (SEG,), group="vit"),
+    ],
     # the CPU tier of the paper methods: the powered frozen tasks for every row, plus what each method targets
     # (X-rays for the 2D/3D methods, patient-level anatomy features for DrasCLR, reports for T3D)
     "cpu_methods": [
@@ -110,6 +118,14 @@ SUITES = {
         Stage("dino", "dino_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
         Stage("mae_unet", "mae_resenc_tiny", (SEVERITY, SEG), group="resenc_unet"),
         Stage("t3d_vision", "t3d_resenc_tiny", (SEVERITY, SEG), ("method.name=t3d_vision",), group="resenc_unet"),
+    ],
+    # the same rows on the powered frozen tasks only (no fine-tuning: the cheap first look at one shared encoder)
+    "resenc_frozen": [
+        Stage("simclr", "simclr_resenc_tiny", FROZEN_TASKS, group="resenc_unet"),
+        Stage("moco", "moco_resenc_tiny", FROZEN_TASKS, group="resenc_unet"),
+        Stage("dino", "dino_resenc_tiny", FROZEN_TASKS, group="resenc_unet"),
+        Stage("mae_unet", "mae_resenc_tiny", FROZEN_TASKS, group="resenc_unet"),
+        Stage("t3d_vision", "t3d_resenc_tiny", FROZEN_TASKS, ("method.name=t3d_vision",), group="resenc_unet"),
     ],
 }
 
