@@ -60,7 +60,8 @@ def map_values(v, vmap):
     if vmap is None:
         return v
     a, b, lo, c, kink = (float(x) for x in vmap)
-    return a + b * np.maximum(v, lo) + c * np.maximum(v, kink)
+    with np.errstate(invalid="ignore"):  # NaN / inf codes of a float16 table stay NaN / inf
+        return a + b * np.maximum(v, lo) + c * np.maximum(v, kink)
 
 
 def _value(vol, pos, vmap, lut):  # pragma: no cover - compiled through the overload below
