@@ -1,17 +1,31 @@
-"""DRR speed: medssl's numba Siddon against a reference renderer measured in the same run.
+"""DRR speed: medssl's Siddon against DiffDRR and against today's training path, in the same run.
 
     .venv/bin/python benchmarks/drr.py [--repeats 3] [--diffdrr-python /path/to/python]
 
+``--diffdrr-python`` names a Python that has DiffDRR installed, with the
+same torch version as this one; its site-packages are appended to this
+process's path, so DiffDRR runs in this process, on DiffDRR's own geometry
+(its detector, pose and volume placement), and medssl renders the very rays
+DiffDRR casts (source and target points taken from DiffDRR's detector)
+through DiffDRR's density volume. Without it a plain torch ``grid_sample``
+renderer written here is the reference (not comparable to DiffDRR).
+
 Prints, each as the median over ``--repeats`` rounds:
-- 128^3 volume -> 128^2 detector: ms/image for medssl (exact Siddon) and for
-  the reference (DiffDRR's Siddon renderer when ``--diffdrr-python`` points at
-  a Python that has diffdrr; else a plain torch grid_sample renderer written
-  here, 256 trilinear samples per ray over the volume's bounding sphere) and
-  the ratio;
-- the effect of the memory layout (most-crossed axis contiguous vs as stored);
+
+- 128^3 CT (2 mm) -> 128^2 detector: ms/image of the reference, of medssl with
+  the volume prepared (``Projector`` built once) and of the one-call
+  ``medssl.drr.line_integrals``, both ratios, and the largest difference
+  between the images relative to the reference's maximum;
+- the memory layout: rendering the array as stored vs a contiguous copy;
 - images/s for 256^3 -> 256^2;
-- voxel steps/s against a numba streaming-sum peak (elements/s) on the same machine;
-- DRRs/s of the on-the-fly training source in one DataLoader worker.
+- voxel steps (crossed voxels) per second against a numba streaming sum over a
+  float32 array (one float64 accumulator per thread, both cores);
+- the training sources, one DataLoader worker each, against the path they
+  took before this change (cast to float32, HU -> attenuation as a new array,
+  a transposed copy, the one-voxel-per-step kernel), written out below and
+  timed in the same run: ``drr_pairs`` (2 views of 128^2 from a 128^3 HU CT,
+  pose jitter and noise) and the UniMiSS+ DRR views (one 128^2 DRR per view
+  from a 32 x 150 x 150 crop of a HU/1024 sample).
 """
 
 from __future__ import annotations
@@ -22,23 +36,27 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medssl.drr import Projector, hu_to_mu, pose_rays, standard_poses  # noqa: E402
-from medssl.drr.source import DRRRenderer, loader_for  # noqa: E402
+from medssl.drr import Pose, Projector, hu_to_mu, line_integrals, pose_rays, standard_poses  # noqa: E402
+from medssl.drr import kernels  # noqa: E402
+from medssl.drr.geometry import fit_spacing  # noqa: E402
+from medssl.drr.physics import noisy_line_integral, window  # noqa: E402
+from medssl.drr.source import DRRJitter, DRRRenderer, loader_for  # noqa: E402
+
+SDD, SOD = 1800.0, 1600.0
 
 
-def phantom(n: int) -> tuple:
-    """A chest-like CT in HU, (n, n, n), 320 mm field of view, RAS affine."""
+def phantom(n: int, fov: float = 256.0) -> tuple:
+    """A chest-like CT in HU, (n, n, n), ``fov`` mm wide, RAS affine centred on the origin."""
     g = (np.arange(n) - (n - 1) / 2) / (n / 2)
     x, y, z = np.meshgrid(g, g, g, indexing="ij")
     hu = np.full((n, n, n), -1000.0, np.float32)
@@ -47,22 +65,27 @@ def phantom(n: int) -> tuple:
     for side in (-1, 1):
         hu[((x - side * 0.4) / 0.3) ** 2 + (y / 0.4) ** 2 + (z / 0.9) ** 2 < 1] = -850.0
     hu[(x / 0.08) ** 2 + ((y + 0.45) / 0.08) ** 2 < 1] = 1100.0
-    aff = np.diag([320.0 / n] * 3 + [1.0])
-    aff[:3, 3] = -160.0
+    aff = np.diag([fov / n] * 3 + [1.0])
+    aff[:3, 3] = -fov / 2 + fov / n / 2
     return hu, aff
 
 
-def timeit(fn, reps: int) -> float:
+def median_ms(fn, reps: int) -> float:
     fn()
-    t = time.perf_counter()
+    times = []
     for _ in range(reps):
+        t = time.perf_counter()
         fn()
-    return (time.perf_counter() - t) / reps
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+# -- references ---------------------------------------------------------------------------------
 
 
 def grid_sample_renderer(mu: np.ndarray, aff: np.ndarray, src: np.ndarray, tgt: np.ndarray, n_samples: int = 256):
     """A plain torch renderer: trilinear samples over the bounding sphere's chord, one grid_sample call."""
-    vol = torch.from_numpy(mu)[None, None]
+    vol = torch.from_numpy(np.ascontiguousarray(mu, dtype=np.float32))[None, None]
     inv = torch.from_numpy(np.linalg.inv(aff)).float()
     s, t = torch.from_numpy(src).float(), torch.from_numpy(tgt).float()
     n = torch.tensor(mu.shape, dtype=torch.float32)
@@ -71,48 +94,166 @@ def grid_sample_renderer(mu: np.ndarray, aff: np.ndarray, src: np.ndarray, tgt: 
 
     def run():
         d = t - s
-        length = d.norm(dim=1, keepdim=True)
-        u = d / length
+        u = d / d.norm(dim=1, keepdim=True)
         mid = ((centre - s) * u).sum(dim=1, keepdim=True)
         a = (mid - radius + (torch.arange(n_samples) + 0.5) / n_samples * 2 * radius)  # (R, S) mm from source
-        pts = s[:, None, :] + a[..., None] * u[:, None, :]
-        idx = pts @ inv[:3, :3].T + inv[:3, 3]
+        idx = (s[:, None, :] + a[..., None] * u[:, None, :]) @ inv[:3, :3].T + inv[:3, 3]
         grid = (2 * idx / (n - 1) - 1).flip(-1)[None, :, :, None, :]
         vals = F.grid_sample(vol, grid, align_corners=True, padding_mode="zeros")[0, 0, :, :, 0]
-        return vals.sum(dim=1) * (2 * radius / n_samples)
+        return (vals.sum(dim=1) * (2 * radius / n_samples)).numpy()
 
     return run
 
 
-DIFFDRR_SCRIPT = r"""
-import json, sys, time
-import numpy as np, torch
-from diffdrr.drr import DRR
-from diffdrr.data import read
-import torchio
-d = np.load(sys.argv[1])
-img = torchio.ScalarImage(tensor=torch.from_numpy(d["hu"])[None], affine=d["affine"])
-subject = read(img)
-drr = DRR(subject, sdd=1800.0, height=128, delx=float(d["spacing"]), renderer="siddon")
-rot = torch.tensor([[0.0, 0.0, 0.0]]); xyz = torch.tensor([[0.0, 1600.0, 0.0]])
-with torch.no_grad():
-    drr(rot, xyz, parameterization="euler_angles", convention="ZXY")
-    t = time.perf_counter(); reps = 5
-    for _ in range(reps):
-        drr(rot, xyz, parameterization="euler_angles", convention="ZXY")
-print(json.dumps({"ms": (time.perf_counter() - t) / reps * 1000}))
-"""
+def import_diffdrr(python: str):
+    """Append the site-packages of ``python`` (which has DiffDRR) to this process's path and import DiffDRR."""
+    probe = ("import json, sys, torch, diffdrr; print(json.dumps({'path': sys.path, 'torch': torch.__version__, "
+             "'diffdrr': diffdrr.__version__}))")
+    res = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        raise SystemExit(f"--diffdrr-python: {python} cannot import diffdrr:\n{res.stderr[-2000:]}")
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    if info["torch"] != torch.__version__:
+        raise SystemExit(f"--diffdrr-python: torch {info['torch']} there, {torch.__version__} here; "
+                         "DiffDRR runs in this process, so the versions must match")
+    sys.path.extend(p for p in info["path"] if p and "site-packages" in p and p not in sys.path)
+    import torchio
+    from diffdrr.data import read
+    from diffdrr.drr import DRR
+    from diffdrr.pose import convert
+
+    return info["diffdrr"], torchio, read, DRR, convert
 
 
-def diffdrr_ms(python: str, hu: np.ndarray, aff: np.ndarray, spacing: float) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "vol.npz", hu=hu, affine=aff, spacing=spacing)
-        (Path(tmp) / "run.py").write_text(DIFFDRR_SCRIPT)
-        res = subprocess.run([python, str(Path(tmp) / "run.py"), str(Path(tmp) / "vol.npz")],
-                             capture_output=True, text=True, timeout=1800)
-        if res.returncode != 0:
-            raise SystemExit(f"DiffDRR run failed:\n{res.stderr[-2000:]}")
-        return float(json.loads(res.stdout.strip().splitlines()[-1])["ms"])
+class DiffDRRCase:
+    """DiffDRR's Siddon renderer on the phantom, and the rays it casts, in world mm."""
+
+    def __init__(self, modules, hu: np.ndarray, aff: np.ndarray, spacing: float, size: int):
+        _, torchio, read, DRR, convert = modules
+        subject = read(torchio.ScalarImage(tensor=torch.from_numpy(hu)[None], affine=aff))
+        self.drr = DRR(subject, sdd=SDD, height=size, delx=spacing, renderer="siddon")
+        self.pose = convert(torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[0.0, SOD, 0.0]]),
+                            parameterization="euler_angles", convention="ZXY")
+        with torch.no_grad():
+            src, tgt = self.drr.detector(self.pose, None)
+        self.source = src.reshape(-1, 3).double().numpy()
+        self.target = tgt.reshape(-1, 3).double().numpy()
+        self.density = self.drr.density.numpy()  # (X, Y, Z), prepared once by DiffDRR
+        self.affine = np.asarray(subject.volume.affine, dtype=np.float64)
+
+    def render(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.drr(self.pose).reshape(-1).double().numpy()
+
+
+# -- today's training path (before in-place rendering), kept here as the baseline ----------------
+
+
+class TodayProjector:
+    """The Projector as it was: float32 cast, a transposed copy per layout, numpy index maps per tile."""
+
+    def __init__(self, density: np.ndarray, voxel_to_world: np.ndarray):
+        self.density = np.asarray(density).astype(np.float32, copy=False)
+        self.affine = np.asarray(voxel_to_world, dtype=np.float64)
+        self.world_to_voxel = np.linalg.inv(self.affine)
+        self._layouts = {}
+
+    @property
+    def shape(self):
+        return tuple(self.density.shape)
+
+    def to_index(self, p):
+        m = self.world_to_voxel
+        return p @ m[:3, :3].T + m[:3, 3]
+
+    def line_integrals(self, src, tgt, tile: int = 1 << 16):
+        src_idx = self.to_index(src)
+        probe = slice(None, None, max(1, tgt.shape[0] // 64))
+        crossings = np.abs(self.to_index(tgt[probe]) - np.broadcast_to(src_idx, tgt.shape)[probe]).mean(axis=0)
+        perm = tuple(int(a) for a in np.argsort(crossings, kind="stable"))
+        if perm not in self._layouts:
+            self._layouts[perm] = np.ascontiguousarray(self.density.transpose(perm))
+        dens, order = self._layouts[perm], list(perm)
+        out = np.empty(tgt.shape[0])
+        for lo in range(0, tgt.shape[0], tile):
+            t_w = tgt[lo:lo + tile]
+            length = np.linalg.norm(t_w - src, axis=1)
+            t_i = np.ascontiguousarray(self.to_index(t_w)[:, order])
+            s_i = np.ascontiguousarray(np.broadcast_to(src_idx[:, order], t_i.shape))
+            kernels.siddon_reference(dens, s_i, t_i, length, out[lo:lo + tile])
+        return out
+
+
+class TodayRenderer(DRRRenderer):
+    """DRRRenderer as it was: HU as a float32 copy, attenuation as a new array, TodayProjector."""
+
+    def __call__(self, volume, voxel_to_world, rng, *, hu_window=None):
+        j = self.jitter
+        hu = self.to_hu(volume)
+        energy = float(rng.uniform(*j.energy_kev))
+        bone = float(rng.uniform(*j.bone_scale))
+        proj = TodayProjector(hu_to_mu(hu, energy, bone_scale=bone), voxel_to_world)
+        spacing = fit_spacing(hu.shape, proj.affine, views=self.views, size=(self.size, self.size),
+                              sdd=self.sdd, sod=self.sod)
+        xrays, raws, params = [], [], []
+        for view in self.views:
+            rot = tuple(float(x) for x in rng.uniform(-j.rotation_deg, j.rotation_deg, 3))
+            shift = tuple(float(x) for x in rng.uniform(-j.translation_mm, j.translation_mm, 3))
+            pose = Pose(view=view, rotation=rot, translation=shift, sdd=self.sdd, sod=self.sod,
+                        size=(self.size, self.size), spacing=spacing)
+            src, tgt = pose_rays(pose, proj.shape, proj.affine)
+            raw = proj.line_integrals(src, tgt).reshape(self.size, self.size)
+            photons, shown = None, raw
+            if j.photons is not None:
+                photons = float(np.exp(rng.uniform(np.log(j.photons[0]), np.log(j.photons[1]))))
+                shown = noisy_line_integral(raw, photons, rng)
+            xrays.append(window(shown, bits=None))
+            raws.append(raw.astype(np.float32))
+            params.append({"view": view, "rotation": rot, "translation": shift, "energy_kev": energy,
+                           "bone_scale": bone, "photons": photons})
+        return {"xray": np.stack(xrays), "line_integrals": np.stack(raws), "params": params}
+
+
+class _Renders(torch.utils.data.Dataset):
+    """Item i renders through ``fn(i)`` and returns how many DRRs it made (for a DataLoader worker)."""
+
+    def __init__(self, fn, n):
+        self.fn, self.n = fn, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.fn(i)
+
+
+def worker_rate(fn, n: int) -> float:
+    """DRRs/s of ``fn`` run inside one DataLoader worker (start-up excluded: timed from the first item)."""
+    loader = torch.utils.data.DataLoader(_Renders(fn, n + 1), batch_size=None, num_workers=1)
+    it = iter(loader)
+    next(it)
+    t = time.perf_counter()
+    count = sum(int(k) for k in it)
+    return count / (time.perf_counter() - t)
+
+
+def unimiss_crops(sample: torch.Tensor, renderer, rng_seed: int, today: bool):
+    """One UniMiSS+ DRR view: a 150 x 150 in-plane crop of the HU/1024 sample, rendered as the views do."""
+    rng = np.random.default_rng(rng_seed)
+    _, d, h, w = sample.shape
+    y0, x0 = int(rng.integers(0, h - 150 + 1)), int(rng.integers(0, w - 150 + 1))
+    sub = sample[:, :, y0:y0 + 150, x0:x0 + 150]
+    aff = np.diag([1.6, 1.6, 2.5, 1.0])
+    aff[:3, 3] = (x0 * 1.6, y0 * 1.6, 0.0)
+    if today:
+        hu = sub[0].numpy().astype(np.float32) * 1024.0
+        renderer(hu, aff, rng)
+    else:
+        renderer(sub[0], aff, rng, hu_window=(0.0, 1024.0))
+    return 1
+
+
+# -- one round ------------------------------------------------------------------------------------
 
 
 @njit(parallel=True, cache=True)
@@ -128,12 +269,13 @@ def _stream_sum(a):
     return part.sum()
 
 
-def voxel_steps(proj: Projector, src: np.ndarray, tgt: np.ndarray) -> float:
-    """Voxel crossings of all rays (the traversal's loop iterations)."""
-    s = proj.to_index(src)
-    t = proj.to_index(tgt)
+def voxel_steps(density_shape, affine, src: np.ndarray, tgt: np.ndarray) -> float:
+    """Voxel crossings of all rays: the plane crossings inside the volume, summed over the three axes."""
+    inv = np.linalg.inv(affine)
+    s = np.broadcast_to(src, tgt.shape) @ inv[:3, :3].T + inv[:3, 3]
+    t = tgt @ inv[:3, :3].T + inv[:3, 3]
     d = t - s
-    n = np.array(proj.shape, dtype=np.float64)
+    n = np.array(density_shape, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         t0, t1 = (-0.5 - s) / d, (n - 0.5 - s) / d
     lo = np.clip(np.nanmax(np.minimum(t0, t1), axis=1), 0, 1)
@@ -141,65 +283,87 @@ def voxel_steps(proj: Projector, src: np.ndarray, tgt: np.ndarray) -> float:
     return float((np.clip(hi - lo, 0, None) * np.abs(d).sum(axis=1)).sum())
 
 
-def one_round(args) -> dict:
+def one_round(args, diffdrr) -> dict:
     res = {}
     hu, aff = phantom(128)
-    mu = hu_to_mu(hu, 60.0)
-    pose = standard_poses(["pa"], hu.shape, aff, size=128)[0]
-    src, tgt = pose_rays(pose, hu.shape, aff)
-    proj = Projector(mu, aff)
-    res["ours_ms"] = 1000 * timeit(lambda: proj.line_integrals(src, tgt), 20)
-    res["ours_with_setup_ms"] = 1000 * timeit(lambda: Projector(mu, aff).line_integrals(src, tgt), 10)
-    res["asis_layout_ms"] = 1000 * timeit(lambda: proj.line_integrals(src, tgt, layout="asis"), 10)
-    if args.diffdrr_python:
-        res["reference"] = "DiffDRR Siddon"
-        res["reference_ms"] = diffdrr_ms(args.diffdrr_python, hu, aff, pose.spacing[0])
+    pose = standard_poses(["pa"], hu.shape, aff, size=128, sdd=SDD, sod=SOD)[0]
+    if diffdrr is not None:
+        case = DiffDRRCase(diffdrr, hu, aff, pose.spacing[0], 128)
+        dens, d_aff, src, tgt = case.density, case.affine, case.source, case.target
+        theirs = case.render()
+        res["reference_ms"] = median_ms(case.render, args.reference_reps)
     else:
-        res["reference"] = "torch grid_sample (256 samples/ray)"
-        res["reference_ms"] = 1000 * timeit(grid_sample_renderer(mu, aff, src, tgt), 3)
-    steps = voxel_steps(proj, src, tgt)
-    res["steps_per_s"] = steps / (res["ours_ms"] / 1000)
+        dens, d_aff = hu_to_mu(hu, 60.0), aff
+        src, tgt = pose_rays(pose, hu.shape, aff)
+        ref = grid_sample_renderer(dens, aff, src, tgt)
+        theirs = ref()
+        res["reference_ms"] = median_ms(ref, args.reference_reps)
+    proj = Projector(dens, d_aff)
+    ours = proj.line_integrals(src, tgt)
+    res["rel_error"] = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+    res["prepared_ms"] = median_ms(lambda: proj.line_integrals(src, tgt), 20)
+    res["one_call_ms"] = median_ms(lambda: line_integrals(dens, d_aff, src, tgt), 20)
+    res["contiguous_ms"] = median_ms(lambda: proj.line_integrals(src, tgt, layout="contiguous"), 20)
+    res["steps_per_s"] = voxel_steps(dens.shape, d_aff, src, tgt) / (res["prepared_ms"] / 1000)
     big = np.ones(1 << 26, np.float32)
-    res["stream_elems_per_s"] = big.size / timeit(lambda: _stream_sum(big), 5)
+    res["stream_elems_per_s"] = big.size / (median_ms(lambda: _stream_sum(big), 5) / 1000)
+    del big
     hu2, aff2 = phantom(256)
-    pose2 = standard_poses(["pa"], hu2.shape, aff2, size=256)[0]
+    pose2 = standard_poses(["pa"], hu2.shape, aff2, size=256, sdd=SDD, sod=SOD)[0]
     s2, t2 = pose_rays(pose2, hu2.shape, aff2)
     proj2 = Projector(hu_to_mu(hu2, 60.0), aff2)
-    res["img256_per_s"] = 1.0 / timeit(lambda: proj2.line_integrals(s2, t2), 5)
-    items = [{"image": hu, "affine": aff}] * 24
-    renderer = DRRRenderer(views=("pa", "lateral"), size=128)
-    loader = loader_for(items, renderer, num_workers=1)
-    t = time.perf_counter()
-    for _ in loader:
-        pass
-    res["worker_drr_per_s"] = 2 * len(items) / (time.perf_counter() - t)
+    res["img256_per_s"] = 1000.0 / median_ms(lambda: proj2.line_integrals(s2, t2), 5)
+    del hu2, proj2
+    # training sources, one DataLoader worker each, today's path and the current one in turn
+    items = [{"image": hu, "affine": aff}] * 13
+    for name, cls in (("today", TodayRenderer), ("now", DRRRenderer)):
+        renderer = cls(views=("pa", "lateral"), size=128, sdd=SDD, sod=SOD)
+        loader = loader_for(items, renderer, num_workers=1)
+        it = iter(loader)
+        next(it)
+        t = time.perf_counter()
+        n = sum(2 for _ in it)
+        res[f"pairs_{name}"] = n / (time.perf_counter() - t)
+    sample = torch.from_numpy(np.ascontiguousarray(phantom(176, 281.6)[0][:, :, 72:104].transpose(2, 1, 0)) / 1024.0)[None]
+    jitter = DRRJitter(rotation_deg=5.0, translation_mm=10.0)
+    for name, cls in (("today", TodayRenderer), ("now", DRRRenderer)):
+        renderer = cls(views=("pa",), size=128, sdd=2000.0, sod=1800.0, jitter=jitter, axis_order="zyx")
+        res[f"unimiss_{name}"] = worker_rate(lambda i: unimiss_crops(sample, renderer, i, name == "today"), 24)
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reference-reps", type=int, default=5, help="renders of the reference per round")
     ap.add_argument("--diffdrr-python", default=None, help="a Python interpreter with diffdrr installed")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    rounds = [one_round(args) for _ in range(args.repeats)]
-    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if k != "reference"}
-    from numba import get_num_threads
-
+    diffdrr = import_diffdrr(args.diffdrr_python) if args.diffdrr_python else None
+    rounds = [one_round(args, diffdrr) for _ in range(args.repeats)]
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    ref = f"DiffDRR {diffdrr[0]} Siddon" if diffdrr else "torch grid_sample (256 samples/ray, not DiffDRR)"
+    geometry = "DiffDRR's geometry and rays" if diffdrr else "medssl's PA geometry"
     print(f"cpu cores {os.cpu_count()}, numba threads {get_num_threads()}, torch threads {torch.get_num_threads()}, "
           f"median of {args.repeats} rounds")
-    print(f"128^3 -> 128^2  medssl siddon: {med['ours_ms']:.2f} ms/image "
-          f"({med['ours_with_setup_ms']:.2f} ms with volume setup)")
-    print(f"128^3 -> 128^2  {rounds[0]['reference']}: {med['reference_ms']:.1f} ms/image")
-    print(f"ratio reference / medssl: {med['reference_ms'] / med['ours_ms']:.1f}x "
-          f"(vs DiffDRR's ~500 ms on 2 cores: {500.0 / med['ours_ms']:.0f}x)")
-    print(f"layout: stored order {med['asis_layout_ms']:.2f} ms vs most-crossed axis contiguous "
-          f"{med['ours_ms']:.2f} ms ({med['asis_layout_ms'] / med['ours_ms']:.2f}x)")
+    print(f"128^3 (2 mm) -> 128^2, {geometry}, SDD {SDD:g} / SOD {SOD:g} mm")
+    print(f"  {ref}: {med['reference_ms']:.1f} ms/image")
+    print(f"  medssl Projector.line_integrals (volume prepared): {med['prepared_ms']:.2f} ms/image "
+          f"-> {med['reference_ms'] / med['prepared_ms']:.1f}x")
+    print(f"  medssl.drr.line_integrals (one call): {med['one_call_ms']:.2f} ms/image "
+          f"-> {med['reference_ms'] / med['one_call_ms']:.1f}x")
+    print(f"  max |medssl - reference| / max |reference|: {med['rel_error']:.1e}")
+    print(f"layout: as stored {med['prepared_ms']:.2f} ms vs a copy with the most-crossed axis contiguous "
+          f"{med['contiguous_ms']:.2f} ms")
     print(f"256^3 -> 256^2  medssl siddon: {med['img256_per_s']:.1f} images/s")
     print(f"voxel steps: {med['steps_per_s'] / 1e6:.0f} M/s vs numba streaming sum {med['stream_elems_per_s'] / 1e6:.0f} "
           f"M elements/s ({med['steps_per_s'] / med['stream_elems_per_s']:.2f} of it)")
-    print(f"training source (2 views, 128^2, 128^3 CT, jitter + noise): {med['worker_drr_per_s']:.1f} DRRs/s "
-          "in one DataLoader worker")
+    print(f"training source drr_pairs (2 views 128^2 from a 128^3 HU CT, jitter + noise), one worker: "
+          f"{med['pairs_now']:.1f} DRRs/s vs today's path {med['pairs_today']:.1f} "
+          f"({med['pairs_now'] / med['pairs_today']:.1f}x)")
+    print(f"UniMiSS+ DRR views (128^2 from a 32 x 150 x 150 crop of a HU/1024 sample), one worker: "
+          f"{med['unimiss_now']:.1f} DRRs/s vs today's path {med['unimiss_today']:.1f} "
+          f"({med['unimiss_now'] / med['unimiss_today']:.1f}x)")
 
 
 if __name__ == "__main__":
