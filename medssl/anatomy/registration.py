@@ -6,6 +6,10 @@ location covers the same anatomy in every subject. The authors used ANTs
 2/1/0 voxels); this module does the same with SimpleITK: Mattes mutual
 information on the smoothed masks, a moments-based initialisation, three
 resolution levels with shrink factors (4, 2, 1) and smoothing (2, 1, 0).
+At most 60 optimiser iterations per level on a 10 % random sample of the
+voxels: on 4 mm synthetic-cohort masks this gives the warped-mask Dice of 200
+iterations on a 25 % sample (within 0.01 on every subject measured) in a sixth
+of the time (docs/benchmarks.md, DrasCLR registration).
 
 Conventions: arrays are (X, Y, Z) with RAS affines (medssl's ``Volume``);
 SimpleITK works in LPS, so geometry is converted at the boundary. The result's
@@ -90,11 +94,11 @@ def register_masks(
     subject_affine: np.ndarray,
     atlas_mask: np.ndarray,
     atlas_affine: np.ndarray,
-    iterations: Sequence[int] = (200, 100, 50),
+    iterations: Sequence[int] = (60, 30, 15),
     shrink: Sequence[int] = (4, 2, 1),
     smooth: Sequence[float] = (2.0, 1.0, 0.0),
     learning_rate: float = 1.0,
-    sampling: float = 0.25,
+    sampling: float = 0.1,
     seed: int = 0,
     min_dice: float = 0.5,
 ) -> RegistrationResult:
