@@ -17,7 +17,8 @@ from ..losses import DINOLoss
 from ..registry import METHODS
 from ..views import MultiCrop
 from .base import Method, ViewGenerator
-from .moco import default_view_size, ema_update, frozen_copy
+from ..views.sizes import default_view_size
+from .ema import ema_update, frozen_copy
 
 
 @METHODS.register("dino")

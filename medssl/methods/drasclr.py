@@ -25,7 +25,6 @@ Choices (and fixes of the released code):
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List, Mapping
 
 import torch
@@ -37,6 +36,7 @@ from ..losses.location_infonce import location_infonce_loss
 from ..registry import METHODS
 from ..views.drasclr_views import DrasCLRViews
 from .base import Method
+from .ema import ema_update, frozen_copy
 
 
 class LocationQueues:
@@ -108,10 +108,8 @@ class DrasCLR(Method):
         self.encoder = backbone
         rep = backbone.fc.out_features
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(rep, proj_dim)) if projection == "mlp" else nn.Identity()
-        self.encoder_k = copy.deepcopy(backbone)
-        self.head_k = copy.deepcopy(self.head)
-        for p in list(self.encoder_k.parameters()) + list(self.head_k.parameters()):
-            p.requires_grad_(False)
+        self.encoder_k = frozen_copy(backbone)
+        self.head_k = frozen_copy(self.head)
         dim = proj_dim if projection == "mlp" else rep
         self.queues = LocationQueues(num_locations, queue_size, dim, seed=seed)
         self.temperature, self.momentum, self.beta = temperature, momentum, beta
@@ -150,11 +148,8 @@ class DrasCLR(Method):
     @torch.no_grad()
     def on_after_step(self, step: int, sched: Mapping[str, float]) -> None:
         m = float(sched.get("ema_momentum", self.momentum))
-        for src, dst in ((self.encoder, self.encoder_k), (self.head, self.head_k)):
-            for p, pk in zip(src.parameters(), dst.parameters()):
-                pk.mul_(m).add_(p.detach(), alpha=1 - m)
-            for b, bk in zip(src.buffers(), dst.buffers()):
-                bk.copy_(b)
+        ema_update(self.encoder_k, self.encoder, m)
+        ema_update(self.head_k, self.head, m)
         for k, loc_index in self._pending:
             self.queues.enqueue(gather_no_grad(k), gather_no_grad(loc_index))
         self._pending.clear()

@@ -29,7 +29,6 @@ stage_steps[1])`` ``mask`` only, then ``inter`` only.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -42,8 +41,8 @@ from ..losses import mse_masked
 from ..registry import METHODS
 from ..views.iicc_views import IICCViews
 from .base import Method, ViewGenerator
+from .ema import ema_update, frozen_copy
 from .iicc_clustering import ClusteringObjective
-from .moco import ema_update
 
 TERMS = ("l2d", "intra", "inter", "mask")
 
@@ -118,7 +117,7 @@ class IICC(Method):
         self.predictor = nn.Linear(e, e)
         self.teacher = None
         if mask_target == "ema":
-            self.teacher = copy.deepcopy(backbone).requires_grad_(False)
+            self.teacher = frozen_copy(backbone)
         self.mask_ratio, self.ema_momentum = float(mask_ratio), float(ema_momentum)
         self.weights = {"l2d": float(w_2d), "intra": float(w_intra), "inter": float(w_inter), "mask": float(w_mask)}
         self.schedule, self.stage_steps = schedule, (int(stage_steps[0]), int(stage_steps[1]))

@@ -9,7 +9,6 @@ large batch per rank serves the same purpose on CPU and small GPUs.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -22,35 +21,9 @@ from ..losses import InfoNCELoss
 from ..losses import _dist
 from ..registry import METHODS
 from ..views import TwoViews, augment_settings, default_augment
+from ..views.sizes import default_view_size
 from .base import Method, ViewGenerator
-
-
-def default_view_size(backbone: nn.Module, view_size: Optional[int | Sequence[int]], method: str) -> int | tuple:
-    """The view size: the argument, a backbone's fixed ``img_size``, or 96 (3D) / 224 (2D)."""
-    fixed = getattr(backbone, "img_size", None)
-    if view_size is None:
-        return tuple(fixed) if fixed is not None else (96 if backbone.spatial_dims == 3 else 224)
-    size = (view_size,) * backbone.spatial_dims if isinstance(view_size, int) else tuple(view_size)
-    if fixed is not None and tuple(fixed) != size:
-        raise ConfigError(f"method.{method}.view_size", f"{list(size)} differs from the backbone's img_size {list(fixed)}")
-    return view_size
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
-    """``target <- m * target + (1 - m) * source`` for parameters; buffers are copied."""
-    for pt, ps in zip(target.parameters(), source.parameters()):
-        pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
-    for bt, bs in zip(target.buffers(), source.buffers()):
-        bt.copy_(bs)
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy with ``requires_grad=False`` everywhere (an EMA teacher / key encoder)."""
-    out = copy.deepcopy(module)
-    for p in out.parameters():
-        p.requires_grad = False
-    return out
+from .ema import ema_update, frozen_copy
 
 
 @METHODS.register("moco")

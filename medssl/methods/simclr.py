@@ -15,8 +15,8 @@ from ..heads import ProjectionHead
 from ..losses import NTXentLoss
 from ..registry import METHODS
 from ..views import TwoViews, augment_settings, default_augment
+from ..views.sizes import default_view_size
 from .base import Method, ViewGenerator
-from .moco import default_view_size
 
 
 @METHODS.register("simclr")

@@ -23,9 +23,9 @@ from ..errors import ConfigError
 from ..heads import DINOHead
 from ..losses import DINOLoss
 from .base import Method, ViewGenerator
-from .moco import frozen_copy
 from ..losses import _dist
-from .unimiss_common import ema_update_paths, idle_path_parameters, to_channels
+from .ema import ema_update, frozen_copy
+from .unimiss_common import idle_path_parameters, to_channels, trains_on
 
 
 class UniMiSSBase(Method):
@@ -142,8 +142,9 @@ class UniMiSSBase(Method):
     @torch.no_grad()
     def on_after_step(self, step: int, sched: Mapping[str, float]) -> None:
         m = float(sched.get("ema_momentum", self.momentum))
-        ema_update_paths(self.teacher, self.encoder, m, self._dims)
-        ema_update_paths(self.teacher_head, self.head, m, self._dims)
+        trained = trains_on(self._dims)
+        ema_update(self.teacher, self.encoder, m, include=trained)
+        ema_update(self.teacher_head, self.head, m, include=trained)
 
     def view_generator(self) -> ViewGenerator:
         from ..views.unimiss_views import UniMiSSViews

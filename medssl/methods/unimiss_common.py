@@ -1,4 +1,4 @@
-"""Pieces shared by UniMiSS and UniMiSS+: dimension-aware freezing and EMA, slice paths, loss pairs.
+"""Pieces shared by UniMiSS and UniMiSS+: dimension-aware freezing and EMA selection, slice paths, loss pairs.
 
 Xie et al., UniMiSS (ECCV 2022) and UniMiSS+ (IEEE TPAMI 2024).
 
@@ -41,19 +41,20 @@ def idle_path_parameters(module: nn.Module, dims: Collection[int]) -> List[nn.Pa
     return out
 
 
-@torch.no_grad()
-def ema_update_paths(teacher: nn.Module, student: nn.Module, momentum: float, dims: Collection[int]) -> None:
-    """``t <- m t + (1 - m) s`` for shared parameters and those of the paths in ``dims``; buffers copied.
+def trains_on(dims: Collection[int]) -> Callable[[str], bool]:
+    """``name -> bool``: the parameter is shared or belongs to a path in ``dims`` (those a step on ``dims`` trains).
 
-    The teacher's parameters of a path that did not train on this step stay
-    exactly as they are (the released EMA moved them towards the frozen student).
+    The teacher's EMA moves only these (``ema_update(..., include=trains_on(dims))``):
+    a teacher parameter of a path that did not train on this step stays exactly
+    as it is (the released EMA moved them towards the frozen student).
     """
-    for (name, pt), ps in zip(teacher.named_parameters(), student.parameters()):
+    dims = frozenset(dims)
+
+    def include(name: str) -> bool:
         path = param_path(name)
-        if path is None or path in dims:
-            pt.mul_(momentum).add_(ps.detach(), alpha=1.0 - momentum)
-    for bt, bs in zip(teacher.buffers(), student.buffers()):
-        bt.copy_(bs)
+        return path is None or path in dims
+
+    return include
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -128,13 +129,3 @@ def recon_mse(logits: torch.Tensor, x: torch.Tensor, mask: Optional[torch.Tensor
         return err.mean()
     m = mask.to(err.dtype).expand_as(err)
     return (err * m).sum() / m.sum().clamp_min(1.0)
-
-
-def cat_views(views: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(list(views), dim=0)
-
-
-def split_views(x: torch.Tensor, n: int) -> List[torch.Tensor]:
-    return list(x.chunk(n))
-
-
