@@ -6,7 +6,7 @@ Importing this package registers the evaluation tasks in :data:`medssl.registry.
 checkpoints and the random-initialisation baseline into one table.
 """
 
-from . import knn  # noqa: F401  (imported by the trainer's online probe)
+from . import knn  # noqa: F401
 from . import classification, features, linear_probe, metrics, regression, retrieval, segmentation, splits, survival  # noqa: F401
 from . import tables, tasks  # noqa: F401  (tasks registers the TASKS entries)
 from .compare import compare, evaluate_models

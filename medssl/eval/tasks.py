@@ -27,7 +27,7 @@ from .classification import ClsFinetuneConfig, finetune_classifier, predict_prob
 from .data import EvalData
 from .features import REGION_MODES, extract_features, prepare
 from .inputs import trained_embedding
-from .knn import KNNClassifier, knn_regress
+from ..knn import KNNClassifier, knn_regress
 from .linear_probe import LinearProbeClassifier, RidgeProbe
 from .metrics import classification_report
 from .paired import CASES_KEY

@@ -113,7 +113,7 @@ def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[
     ``workers`` > 1 generates patients in parallel processes (same bytes).
     With ``xrays``, a PA and a lateral DRR per patient are added (paired with
     the CT in the manifest), plus ``n_unpaired`` X-rays of further synthetic
-    patients (split ``unpaired``); see :mod:`medssl.drr.cohort`.
+    patients (split ``unpaired``); see :mod:`medssl.synth.xrays`.
     ``xray_size`` defaults to the largest in-plane size of the preset.
     """
     if not isinstance(n_unpaired, int) or n_unpaired < 0:
@@ -173,7 +173,7 @@ def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[
     manifest = out / "manifest.jsonl"
     write_text_atomic(manifest, "".join(json.dumps(r) + "\n" for r in records))
     if xrays:
-        from ..drr.cohort import render_cohort_xrays
+        from .xrays import render_cohort_xrays
 
         size = int(xray_size or max(p.shape[:2]))
         render_cohort_xrays(out, size=size, seed=seed, n_unpaired=n_unpaired, preset=p.name)

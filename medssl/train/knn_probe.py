@@ -6,7 +6,7 @@ source, labels from a manifest meta key, ``eval.knn_label``), collected once.
 Each probe embeds it in one no-grad pass with the encoder in eval mode, in
 chunks of ``eval.probe_chunk`` cases, and scores the features with a
 two-fold cosine kNN (each half is predicted from the other; DINO's
-temperature-weighted vote, Caron et al., 2021, from :mod:`medssl.eval.knn`):
+temperature-weighted vote, Caron et al., 2021, from :mod:`medssl.knn`):
 
 - a label with discrete values (integers, strings, booleans): ``knn_acc``, the
   two-fold accuracy (cases alternate between the folds within each class),
@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from ..knn import knn_accuracy, knn_regress
 
 __all__ = [
     "collect_probe_set", "probe_features", "knn_probe", "majority_share", "spearman",
@@ -161,8 +163,6 @@ def _two_fold(fold: torch.Tensor) -> tuple:
 
 def knn_scores_of(feats: torch.Tensor, probe: Dict[str, Any], *, k: int = 5, temperature: float = 0.07) -> Dict[str, float]:
     """The probe's metrics from features ``[N, D]`` of its cases (see the module docstring)."""
-    from ..eval.knn import knn_accuracy, knn_regress
-
     y = probe["labels"]
     n = len(y)
     if probe.get("task") == "regression":

@@ -294,8 +294,6 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
     def run_probe(step_tag: int) -> None:
         if probe["set"] is None:  # collected once, on the first probe; counted in probe_s, not in the schedule
             t_c = time.time()
-            from ..eval import knn as _  # noqa: F401  (medssl.eval imports MONAI: seconds, once)
-
             probe["set"] = collect_probe_set(source, label_key=ev.knn_label, max_cases=ev.knn_max_cases)
             probe["s"] += time.time() - t_c
             if probe["set"] is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl.eval.knn import KNNClassifier, knn_accuracy, knn_predict, knn_regress, knn_scores
+from medssl.knn import KNNClassifier, knn_accuracy, knn_predict, knn_regress, knn_scores
 
 
 def _slow_knn(xtr, ytr, xte, k, T, C):

@@ -18,20 +18,16 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
+from ..drr import hu_to_mu, render, standard_poses, window
 from ..errors import DataError
-from .physics import hu_to_mu, window
-from .project import render
-from .geometry import standard_poses
 
 PatientFn = Callable[[np.random.Generator, str], Dict[str, Any]]
 PAIRED_VIEWS = ("pa", "lateral")
 
 
 def _default_patient_fn() -> Optional[PatientFn]:
-    try:
-        from ..synth import synth_patient  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from .patient import synth_patient
+
     return synth_patient
 
 
@@ -77,7 +73,7 @@ def render_cohort_xrays(cohort_dir: Union[str, Path], *, size: int = 256, seed: 
         preset: synthetic cohort preset passed to ``patient_fn``.
         energy_kev: effective photon energy.
         patient_fn: ``(rng, preset) -> dict(hu, affine, record, ...)``; default
-            ``medssl.synth.synth_patient`` when it exists.
+            :func:`medssl.synth.synth_patient`.
 
     Returns:
         The X-ray records added to the manifest.

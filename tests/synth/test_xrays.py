@@ -1,18 +1,14 @@
-"""`medssl drr` and the cohort X-rays, end to end on tiny volumes."""
+"""The synthetic cohort's X-rays (paired DRRs of its CTs and unpaired ones), end to end on tiny volumes."""
 
 from __future__ import annotations
-
-import json
 
 import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
 
-from medssl.cli.main import main
-from medssl.drr import Pose, hu_to_mu, render
-from medssl.drr.cohort import render_cohort_xrays
 from medssl.io import load_manifest, write_manifest
+from medssl.synth.xrays import render_cohort_xrays
 
 
 def _ct(path, seed=0):
@@ -24,25 +20,6 @@ def _ct(path, seed=0):
     aff[:3, 3] = [-20.0, -18.0, -23.0]
     nib.save(nib.Nifti1Image(hu, aff), str(path))
     return hu, aff
-
-
-def test_cli_writes_png_npy_and_geometry(tmp_path, capsys):
-    hu, aff = _ct(tmp_path / "ct.nii.gz")
-    assert main(["drr", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "out"), "--views", "pa,lateral",
-                 "--size", "24", "--energy", "70"]) == 0
-    raw = np.load(tmp_path / "out" / "ct_drr.npy", allow_pickle=False)
-    geo = json.loads((tmp_path / "out" / "ct_drr.json").read_text())
-    assert raw.shape == (2, 24, 24) and geo["views"] == ["pa", "lateral"] and geo["energy_kev"] == 70
-    # the recorded geometry reproduces the raw array
-    poses = [Pose(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in p.items() if k in Pose.__annotations__})
-             for p in geo["poses"]]
-    again = render(hu_to_mu(hu, 70.0), np.array(geo["voxel_to_world"]), poses)
-    assert np.allclose(raw, again, rtol=1e-5)
-    for name in geo["images"]:
-        png = np.asarray(Image.open(tmp_path / "out" / name))
-        assert png.shape == (24, 24) and png.dtype == np.uint8 and png.max() == 255
-    assert main(["drr", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "o2"), "--sod", "10"]) == 2
-    assert "--sod" in capsys.readouterr().err  # the option, not the library argument
 
 
 def _fake_patient(rng, preset):
@@ -77,7 +54,7 @@ def test_cohort_xrays_are_paired_and_unpaired_records_added(tmp_path):
 
 
 def test_cohort_unpaired_without_generator_names_the_problem(tmp_path, monkeypatch):
-    import medssl.drr.cohort as cohort
+    import medssl.synth.xrays as cohort
 
     _ct(tmp_path / "c0.nii.gz")
     write_manifest([{"id": "c0", "image": "c0.nii.gz", "modality": "ct"}], tmp_path / "manifest.jsonl")
