@@ -19,6 +19,12 @@ step ``step``::
         method.on_after_step(step, sched)            # EMA teachers, queues
     log; checkpoint every N steps; stop at max_steps or the time budget
 
+In the code, :func:`fit` reads top-down as named steps: :func:`_set_up`
+(model, devices, data, optimiser; :func:`_restore` on resume), then per step
+:func:`_one_step`, :func:`_log_step` and :func:`_checkpoint`, and at the end
+:func:`_finish` (final probe, release checkpoint, summary). What they share
+is one :class:`_Run`.
+
 A skipped step leaves the method as it was: buffers that changed inside
 ``training_step`` (DINO centre, DeepCluster bank, batch-norm statistics)
 are restored, and state kept outside buffers commits only in
@@ -55,6 +61,7 @@ import json
 import random
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -202,15 +209,73 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError("eval.probe_share", f"must lie in (0, 1], got {e.probe_share}")
 
 
-def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any = None, resume: Optional[bool] = None) -> Dict[str, Any]:
-    """Pretrain ``method`` (default: built from ``cfg``) on ``source`` (default: built from ``cfg``).
+class _OnlineProbe:
+    """The online kNN probe of a run (rank 0; the other ranks wait for it in the next collective)."""
 
-    ``resume``: None resumes when ``run_dir/checkpoints/last.pt`` exists, True
-    requires it, False starts afresh (overwriting the run's logs).
-    Returns the run summary (also written to ``run_dir/summary.json``).
-    """
-    _check(cfg)
-    tune_cpu_allocator()
+    def __init__(self, cfg: RunConfig, source: Any, encoder: torch.nn.Module, logger: Optional[RunLogger]) -> None:
+        self.ev, self.source, self.encoder, self.logger = cfg.eval, source, encoder, logger
+        self.on = self.ev.knn_every > 0 and logger is not None
+        self.set: Optional[Dict[str, Any]] = None
+        self.s, self.count = 0.0, 0  # seconds and probes of this segment of the run
+        self.last_s, self.last_step, self.t_end = 0.0, None, 0.0
+        self.final: Optional[Dict[str, float]] = None
+
+    def due(self, step: int) -> bool:
+        """Before ``step``: the first probe, or :func:`probe_due` says the last one has been paid for."""
+        return self.on and (self.last_step is None or probe_due(
+            steps_since=step - self.last_step, train_s_since=time.time() - self.t_end,
+            last_probe_s=self.last_s, share=self.ev.probe_share, min_every=self.ev.knn_every))
+
+    def run(self, step_tag: int) -> None:
+        ev = self.ev
+        if self.set is None:  # collected once, on the first probe; counted in probe_s, not in the schedule
+            t_c = time.time()
+            self.set = collect_probe_set(self.source, label_key=ev.knn_label, max_cases=ev.knn_max_cases)
+            self.s += time.time() - t_c
+            if self.set is None:
+                self.on = False
+                warnings.warn(f"eval.knn_label={ev.knn_label!r}: fewer than 4 cases of the data source carry it; the online probe is off")
+                return
+        t_p = time.time()
+        row = knn_probe(self.encoder, self.set, k=ev.knn_k, chunk=ev.probe_chunk)
+        cost = time.time() - t_p
+        assert self.logger is not None
+        self.logger.log_eval({"step": step_tag, **row, "probe_s": cost})
+        self.s, self.count, self.last_s, self.last_step = self.s + cost, self.count + 1, cost, step_tag
+        self.t_end, self.final = time.time(), row
+
+
+@dataclass
+class _Run:
+    """What the steps of :func:`fit` share: the built pieces and the counters a checkpoint records."""
+
+    cfg: RunConfig
+    run_dir: Path
+    last: Path  # run_dir/checkpoints/last.pt
+    segments: List[Dict[str, Any]]
+    resuming: bool
+    method: torch.nn.Module
+    fabric: Any
+    source: Any
+    cache_info: Optional[Dict[str, Any]]
+    n_params: int
+    model: Any = None  # the method as Fabric wraps it
+    optimizer: Any = None
+    loader: Any = None
+    logger: Optional[RunLogger] = None
+    probe: Optional[_OnlineProbe] = None
+    deferring: List[torch.nn.Module] = field(default_factory=list)
+    start_step: int = 0
+    samples_seen: int = 0
+    elapsed_before: float = 0.0  # wall-clock of the run before this segment
+    bad: int = 0  # non-finite steps in a row
+    probe_before: float = 0.0  # seconds of online probes before a resume
+    probes_before: int = 0
+    t0: float = 0.0  # when this segment's loop started
+
+
+def _resume_plan(cfg: RunConfig, resume: Optional[bool]) -> tuple:
+    """``(state, segments, resuming)``: the checkpoint to resume from (or None) and the run's config segments."""
     t, run_dir = cfg.trainer, Path(cfg.run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if resume is True and not last.is_file():
@@ -223,6 +288,13 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         changed = check_resume_config(_run_config(state, run_dir), config_to_dict(cfg), run_dir=run_dir, allow_change=t.allow_config_change)
         if changed:
             segments.append({"config": segment_file(len(segments) + 1), "from_step": int(state["step"]), "changed": changed})
+    return state, segments, resuming
+
+
+def _set_up(cfg: RunConfig, method: Optional[torch.nn.Module], source: Any, resume: Optional[bool]) -> _Run:
+    """Model, devices, data, optimiser, the resumed state, loader, logger and probe: everything before step one."""
+    t, run_dir = cfg.trainer, Path(cfg.run_dir)
+    state, segments, resuming = _resume_plan(cfg, resume)
 
     # -- model (before the Fabric: the method says whether DDP must look for unused parameters)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -230,7 +302,7 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         method = build_method(cfg)
     fabric = _make_fabric(cfg, find_unused=bool(getattr(method, "ddp_find_unused_parameters", False)))
     fabric.launch()
-    rank, world = fabric.global_rank, fabric.world_size
+    world = fabric.world_size
     if cfg.data.batch_size % (world * t.accumulate) != 0:
         raise ConfigError("data.batch_size", f"{cfg.data.batch_size} is not divisible by devices x accumulate = {world} x {t.accumulate}")
 
@@ -246,198 +318,223 @@ def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any
         # rank 0 first: what a source prepares on first use (DrasCLR patch sets, report embeddings) is made once
         source = _rank_zero_first(fabric, lambda: build_source(cfg, cache))
     check_view_sizes(method, source)
-    n_params = sum(p.numel() for p in method.parameters())
+    run = _Run(cfg=cfg, run_dir=run_dir, last=run_dir / "checkpoints" / "last.pt", segments=segments, resuming=resuming,
+               method=method, fabric=fabric, source=source, cache_info=cache_info,
+               n_params=sum(p.numel() for p in method.parameters()))
     optimizer = build_optimizer(method.param_groups(cfg.optim.weight_decay), cfg.optim)
-    model, optimizer = fabric.setup(method, optimizer)
-    model.mark_forward_method("training_step")
-
-    # -- resume ------------------------------------------------------------------------
-    start_step, samples_seen, elapsed_before, bad = 0, 0, 0.0, 0
-    probe_before, probes_before = 0.0, 0  # seconds and count of online probes before a resume
+    run.model, run.optimizer = fabric.setup(method, optimizer)
+    run.model.mark_forward_method("training_step")
     if state is not None:
-        _load_method_state(method, state, last)
-        if hasattr(method, "load_extra_state") and "method_extra" in state:
-            method.load_extra_state(state["method_extra"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{last}: the optimiser state does not fit the configured optimiser ({exc})") from None
-        if state.get("precision"):
-            fabric.strategy.precision.load_state_dict(state["precision"])
-        set_rng_state(state["rng"])
-        start_step, samples_seen = int(state["step"]), int(state["samples_seen"])
-        elapsed_before, bad = float(state["elapsed_s"]), int(state["bad_steps"])
-        probe_before, probes_before = float(state.get("probe_s", 0.0)), int(state.get("probes", 0))
-        fabric.print(f"resuming {run_dir} at step {start_step}")
-        if len(segments) > 1 and segments[-1]["from_step"] == start_step and "changed" in segments[-1]:
-            fabric.print(f"config segment {len(segments)} ({segments[-1]['config']}) from step {start_step}: "
-                         f"{', '.join(segments[-1]['changed'])} changed (trainer.allow_config_change)")
+        _restore(run, state)
         state = None  # the loaded tensors are in the model and optimiser now
 
-    G = cfg.data.batch_size
-    sampler = StepBatchSampler(global_batch=G, world_size=world, rank=rank, accumulate=t.accumulate, start_step=start_step, max_steps=t.max_steps)
+    # -- loader, logger, probe -----------------------------------------------------------
+    sampler = StepBatchSampler(global_batch=cfg.data.batch_size, world_size=world, rank=fabric.global_rank,
+                               accumulate=t.accumulate, start_step=run.start_step, max_steps=t.max_steps)
     dataset = StepDataset(source, method.view_generator(), seed=cfg.seed)
-    loader = fabric.setup_dataloaders(build_loader(dataset, sampler, num_workers=cfg.data.num_workers, seed=cfg.seed), use_distributed_sampler=False)
-    logger = None
+    run.loader = fabric.setup_dataloaders(build_loader(dataset, sampler, num_workers=cfg.data.num_workers, seed=cfg.seed), use_distributed_sampler=False)
     if fabric.is_global_zero:
         for stale in stale_segment_files(run_dir, keep=len(segments)):  # of an earlier run in this folder
             stale.unlink()
         save_config(cfg, run_dir / segments[-1]["config"])  # earlier segments' files stay as they are
-        logger = RunLogger(run_dir, start_step=start_step, max_steps=t.max_steps, tensorboard=t.tensorboard, progress_bar=t.progress_bar,
-                           resume=resuming, time_budget_s=t.time_budget_s, elapsed_s=elapsed_before)
+        run.logger = RunLogger(run_dir, start_step=run.start_step, max_steps=t.max_steps, tensorboard=t.tensorboard,
+                               progress_bar=t.progress_bar, resume=resuming, time_budget_s=t.time_budget_s,
+                               elapsed_s=run.elapsed_before)
+    run.probe = _OnlineProbe(cfg, source, method.encoder, run.logger)
+    return run
 
-    # -- the online probe (rank 0; the other ranks wait for it in the next collective) ----
-    ev = cfg.eval
-    probe: Dict[str, Any] = {"on": ev.knn_every > 0 and logger is not None, "set": None, "s": 0.0, "count": 0,
-                             "last_s": 0.0, "last_step": None, "t_end": 0.0, "final": None}
 
-    def run_probe(step_tag: int) -> None:
-        if probe["set"] is None:  # collected once, on the first probe; counted in probe_s, not in the schedule
-            t_c = time.time()
-            probe["set"] = collect_probe_set(source, label_key=ev.knn_label, max_cases=ev.knn_max_cases)
-            probe["s"] += time.time() - t_c
-            if probe["set"] is None:
-                probe["on"] = False
-                warnings.warn(f"eval.knn_label={ev.knn_label!r}: fewer than 4 cases of the data source carry it; the online probe is off")
-                return
-        t_p = time.time()
-        row = knn_probe(method.encoder, probe["set"], k=ev.knn_k, chunk=ev.probe_chunk)
-        cost = time.time() - t_p
-        assert logger is not None
-        logger.log_eval({"step": step_tag, **row, "probe_s": cost})
-        probe.update(s=probe["s"] + cost, count=probe["count"] + 1, last_s=cost, last_step=step_tag, t_end=time.time(), final=row)
+def _restore(run: _Run, state: Dict[str, Any]) -> None:
+    """The checkpoint's method, optimiser, precision and RNG state, and the run's counters."""
+    method, fabric = run.method, run.fabric
+    _load_method_state(method, state, run.last)
+    if hasattr(method, "load_extra_state") and "method_extra" in state:
+        method.load_extra_state(state["method_extra"])
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{run.last}: the optimiser state does not fit the configured optimiser ({exc})") from None
+    if state.get("precision"):
+        fabric.strategy.precision.load_state_dict(state["precision"])
+    set_rng_state(state["rng"])
+    run.start_step, run.samples_seen = int(state["step"]), int(state["samples_seen"])
+    run.elapsed_before, run.bad = float(state["elapsed_s"]), int(state["bad_steps"])
+    run.probe_before, run.probes_before = float(state.get("probe_s", 0.0)), int(state.get("probes", 0))
+    fabric.print(f"resuming {run.run_dir} at step {run.start_step}")
+    segments = run.segments
+    if len(segments) > 1 and segments[-1]["from_step"] == run.start_step and "changed" in segments[-1]:
+        fabric.print(f"config segment {len(segments)} ({segments[-1]['config']}) from step {run.start_step}: "
+                     f"{', '.join(segments[-1]['changed'])} changed (trainer.allow_config_change)")
 
-    def checkpoint(step_done: int) -> None:
-        if fabric.is_global_zero:
-            state = {
-                "format": FORMAT, "step": step_done, "samples_seen": samples_seen,
-                "elapsed_s": elapsed_before + time.time() - t0, "bad_steps": bad,
-                "probe_s": probe_before + probe["s"], "probes": probes_before + probe["count"],
-                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                "precision": fabric.strategy.precision.state_dict(), "rng": rng_state(),
-                "config": config_to_dict(cfg), "config_segments": segments,
-            }
-            if hasattr(method, "extra_state"):
-                state["method_extra"] = method.extra_state()
-            save_state(state, last)
-        fabric.barrier()
 
-    # -- the loop ------------------------------------------------------------------------
-    deferring = _deferring(method)
-    for m in deferring:
-        m.defer_updates(True)
-    model.train()
-    batches = iter(loader)
-    t0 = time.time()
-    stop_reason, steps_done, last_loss = "max_steps", start_step, float("nan")
-    for step in range(start_step, t.max_steps):
-        if probe["on"] and (probe["last_step"] is None or probe_due(
-                steps_since=step - probe["last_step"], train_s_since=time.time() - probe["t_end"],
-                last_probe_s=probe["last_s"], share=ev.probe_share, min_every=ev.knn_every)):
-            run_probe(step)
-        t_step = time.time()
-        _seed_step(cfg.seed, step, rank)
-        sched = schedule_values(step, total_steps=t.max_steps, optim=cfg.optim, schedules=cfg.schedules)
-        apply_schedule(optimizer, sched)
-        method.on_before_step(step, sched)
-        buffers_before = _snapshot_buffers(method)  # restored if the step is skipped
+def _one_step(run: _Run, step: int, batches: Any) -> tuple:
+    """Optimiser step ``step`` (accumulated micro-batches; skipped on a non-finite loss): ``(sched, logs)``.
 
-        logs: Dict[str, float] = {}
-        finite = True
-        for a in range(t.accumulate):
-            batch = next(batches)
-            with fabric.no_backward_sync(model, enabled=a < t.accumulate - 1):
-                out = model.training_step(batch)
-                loss = out["loss"]
-                fabric.backward(loss / t.accumulate)
-            finite &= bool(torch.isfinite(loss.detach()).all())
-            for k, v in out.items():
-                if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    v = float(v.detach())
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    logs[k] = logs.get(k, 0.0) + float(v) / t.accumulate
-        samples_seen += G
+    ``logs`` are the step's scalar outputs, averaged over micro-batches and ranks.
+    """
+    cfg, t, fabric, method, model, optimizer = run.cfg, run.cfg.trainer, run.fabric, run.method, run.model, run.optimizer
+    _seed_step(cfg.seed, step, fabric.global_rank)
+    sched = schedule_values(step, total_steps=t.max_steps, optim=cfg.optim, schedules=cfg.schedules)
+    apply_schedule(optimizer, sched)
+    method.on_before_step(step, sched)
+    buffers_before = _snapshot_buffers(method)  # restored if the step is skipped
 
-        n_bad_ranks = fabric.all_reduce(torch.tensor(0.0 if finite else 1.0, device=fabric.device), reduce_op="sum")
-        if float(n_bad_ranks) > 0:  # skip the update on every rank; the method's state stays as it was
-            optimizer.zero_grad(set_to_none=True)
-            _restore_buffers(method, buffers_before)
-            for m in deferring:
-                m.discard_pending()
-            method.on_skipped_step(step, sched)
-            bad += 1
-            warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({bad} in a row)")
-        else:
-            bad = 0
-            for p in method.frozen_parameters():  # after DDP's all-reduce: the optimiser skips them
-                p.grad = None
-            if t.grad_clip is not None:
-                fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for m in deferring:  # once per step, all micro-batches together (a collective under DDP)
-                m.commit_pending()
-            method.on_after_step(step, sched)
+    logs: Dict[str, float] = {}
+    finite = True
+    for a in range(t.accumulate):
+        batch = next(batches)
+        with fabric.no_backward_sync(model, enabled=a < t.accumulate - 1):
+            out = model.training_step(batch)
+            loss = out["loss"]
+            fabric.backward(loss / t.accumulate)
+        finite &= bool(torch.isfinite(loss.detach()).all())
+        for k, v in out.items():
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = float(v.detach())
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                logs[k] = logs.get(k, 0.0) + float(v) / t.accumulate
+    run.samples_seen += cfg.data.batch_size
 
-        keys = sorted(logs)
-        vals = fabric.all_reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=fabric.device), reduce_op="mean")
-        logs = dict(zip(keys, (float(v) for v in vals.reshape(-1))))
-        last_loss = logs.get("loss", float("nan"))
-        if logger is not None and (step % t.log_every == 0 or step == t.max_steps - 1):
-            row = {"step": step, "loss": last_loss, "lr": sched["lr"], "weight_decay": sched["weight_decay"]}
-            row.update({k: v for k, v in sched.items() if k not in row})
-            row.update({k: v for k, v in logs.items() if k not in row})
-            row["samples_per_s"] = G / max(time.time() - t_step, 1e-9)
-            logger.log_step(row)
+    n_bad_ranks = fabric.all_reduce(torch.tensor(0.0 if finite else 1.0, device=fabric.device), reduce_op="sum")
+    if float(n_bad_ranks) > 0:  # skip the update on every rank; the method's state stays as it was
+        optimizer.zero_grad(set_to_none=True)
+        _restore_buffers(method, buffers_before)
+        for m in run.deferring:
+            m.discard_pending()
+        method.on_skipped_step(step, sched)
+        run.bad += 1
+        warnings.warn(f"step {step}: non-finite loss ({logs.get('loss')}); update skipped ({run.bad} in a row)")
+    else:
+        run.bad = 0
+        for p in method.frozen_parameters():  # after DDP's all-reduce: the optimiser skips them
+            p.grad = None
+        if t.grad_clip is not None:
+            fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for m in run.deferring:  # once per step, all micro-batches together (a collective under DDP)
+            m.commit_pending()
+        method.on_after_step(step, sched)
 
-        if bad >= t.max_bad_steps:
-            if logger is not None:
-                logger.close()
-                write_curves(run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
-            raise DivergedError(f"{run_dir}: the loss was NaN/Inf for {bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {last}")
-        done = steps_done = step + 1
-        elapsed = elapsed_before + time.time() - t0
-        if logger is not None:
-            logger.progress(done, elapsed, loss=last_loss, lr=sched["lr"])
-        reserve = probe["last_s"] if probe["on"] else 0.0  # room for the final probe
-        over_budget = t.time_budget_s is not None and elapsed + reserve >= t.time_budget_s
-        over_budget = bool(fabric.broadcast(over_budget, src=0))
-        if bad == 0 and (done % t.checkpoint_every == 0 or done == t.max_steps or over_budget):
-            checkpoint(done)
-        if over_budget:
-            stop_reason = "time_budget"
-            break
+    keys = sorted(logs)
+    vals = fabric.all_reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=fabric.device), reduce_op="mean")
+    return sched, dict(zip(keys, (float(v) for v in vals.reshape(-1))))
 
-    for m in deferring:  # outside the trainer the modules update at once again
+
+def _log_step(run: _Run, step: int, sched: Dict[str, float], logs: Dict[str, float], t_step: float) -> None:
+    t = run.cfg.trainer
+    if run.logger is not None and (step % t.log_every == 0 or step == t.max_steps - 1):
+        row = {"step": step, "loss": logs.get("loss", float("nan")), "lr": sched["lr"], "weight_decay": sched["weight_decay"]}
+        row.update({k: v for k, v in sched.items() if k not in row})
+        row.update({k: v for k, v in logs.items() if k not in row})
+        row["samples_per_s"] = run.cfg.data.batch_size / max(time.time() - t_step, 1e-9)
+        run.logger.log_step(row)
+
+
+def _checkpoint(run: _Run, step_done: int) -> None:
+    """``last.pt`` after ``step_done`` steps (rank 0 writes; every rank waits)."""
+    if run.fabric.is_global_zero:
+        method = run.method
+        state = {
+            "format": FORMAT, "step": step_done, "samples_seen": run.samples_seen,
+            "elapsed_s": run.elapsed_before + time.time() - run.t0, "bad_steps": run.bad,
+            "probe_s": run.probe_before + run.probe.s, "probes": run.probes_before + run.probe.count,
+            "method": method.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "precision": run.fabric.strategy.precision.state_dict(), "rng": rng_state(),
+            "config": config_to_dict(run.cfg), "config_segments": run.segments,
+        }
+        if hasattr(method, "extra_state"):
+            state["method_extra"] = method.extra_state()
+        save_state(state, run.last)
+    run.fabric.barrier()
+
+
+def _diverged(run: _Run, step: int) -> DivergedError:
+    """Close the logs and name the last good checkpoint: the loss was non-finite ``trainer.max_bad_steps`` times in a row."""
+    ev = run.cfg.eval
+    if run.logger is not None:
+        run.logger.close()
+        write_curves(run.run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
+    return DivergedError(f"{run.run_dir}: the loss was NaN/Inf for {run.bad} steps in a row (trainer.max_bad_steps) at step {step}; the last good checkpoint is {run.last}")
+
+
+def _finish(run: _Run, steps_done: int, stop_reason: str, last_loss: float) -> Dict[str, Any]:
+    """The final probe, the release checkpoint, the summary and the curves."""
+    cfg, t, ev, fabric, probe = run.cfg, run.cfg.trainer, run.cfg.eval, run.fabric, run.probe
+    for m in run.deferring:  # outside the trainer the modules update at once again
         m.defer_updates(False)
-    if probe["on"] and probe["last_step"] != steps_done:
-        run_probe(steps_done)  # the trained encoder
-    wall = elapsed_before + time.time() - t0
-    probe_s = probe_before + probe["s"]
+    if probe.on and probe.last_step != steps_done:
+        probe.run(steps_done)  # the trained encoder
+    wall = run.elapsed_before + time.time() - run.t0
+    probe_s = run.probe_before + probe.s
     summary = {
         "steps_done": steps_done, "max_steps": t.max_steps, "stop_reason": stop_reason,
-        "samples_seen": samples_seen, "global_batch": G, "world_size": world,
-        "parameters": n_params, "wall_clock_s": wall, "final_loss": last_loss,
+        "samples_seen": run.samples_seen, "global_batch": cfg.data.batch_size, "world_size": fabric.world_size,
+        "parameters": run.n_params, "wall_clock_s": wall, "final_loss": last_loss,
         "precision": t.precision, "probe_s": probe_s, "probe_share": probe_s / wall if wall > 0 else 0.0,
-        "probes": probes_before + probe["count"],
+        "probes": run.probes_before + probe.count,
     }
+    cache_info = run.cache_info
     if cache_info is not None:
         summary["cache"] = cache_info
         if cache_info.get("partial"):
             fabric.print(f"note: pretrained on a partial cache ({cache_info['cases']} of {cache_info['manifest_cases']} "
                          "cases, data.allow_partial_cache)")
-    if len(segments) > 1:
-        summary["config_segments"] = segments
-    if probe["final"] is not None:
+    if len(run.segments) > 1:
+        summary["config_segments"] = run.segments
+    if probe.final is not None:
         summary["probe_label"] = ev.knn_label
-        summary.update({f"final_{k}": v for k, v in probe["final"].items()})
+        summary.update({f"final_{k}": v for k, v in probe.final.items()})
     if fabric.is_global_zero:
-        assert logger is not None
-        logger.close()
+        assert run.logger is not None
+        run.logger.close()
         from ..checkpoint import save_release
 
-        save_release(run_dir / "checkpoints" / "final.safetensors", method, config_to_dict(cfg), data_meta(source))
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
-        write_curves(run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
+        save_release(run.run_dir / "checkpoints" / "final.safetensors", run.method, config_to_dict(cfg), data_meta(run.source))
+        write_text_atomic(run.run_dir / "summary.json", json.dumps(summary, indent=2))
+        write_curves(run.run_dir, label=ev.knn_label if ev.knn_every > 0 else None)
     fabric.barrier()
     return summary
+
+
+def fit(cfg: RunConfig, *, method: Optional[torch.nn.Module] = None, source: Any = None, resume: Optional[bool] = None) -> Dict[str, Any]:
+    """Pretrain ``method`` (default: built from ``cfg``) on ``source`` (default: built from ``cfg``).
+
+    ``resume``: None resumes when ``run_dir/checkpoints/last.pt`` exists, True
+    requires it, False starts afresh (overwriting the run's logs).
+    Returns the run summary (also written to ``run_dir/summary.json``).
+    """
+    _check(cfg)
+    tune_cpu_allocator()
+    t = cfg.trainer
+    run = _set_up(cfg, method, source, resume)
+
+    run.deferring = _deferring(run.method)
+    for m in run.deferring:
+        m.defer_updates(True)
+    run.model.train()
+    batches = iter(run.loader)
+    run.t0 = time.time()
+    stop_reason, steps_done, last_loss = "max_steps", run.start_step, float("nan")
+    for step in range(run.start_step, t.max_steps):
+        if run.probe.due(step):
+            run.probe.run(step)
+        t_step = time.time()
+        sched, logs = _one_step(run, step, batches)
+        last_loss = logs.get("loss", float("nan"))
+        _log_step(run, step, sched, logs, t_step)
+        if run.bad >= t.max_bad_steps:
+            raise _diverged(run, step)
+        done = steps_done = step + 1
+        elapsed = run.elapsed_before + time.time() - run.t0
+        if run.logger is not None:
+            run.logger.progress(done, elapsed, loss=last_loss, lr=sched["lr"])
+        reserve = run.probe.last_s if run.probe.on else 0.0  # room for the final probe
+        over_budget = t.time_budget_s is not None and elapsed + reserve >= t.time_budget_s
+        over_budget = bool(run.fabric.broadcast(over_budget, src=0))
+        if run.bad == 0 and (done % t.checkpoint_every == 0 or done == t.max_steps or over_budget):
+            _checkpoint(run, done)
+        if over_budget:
+            stop_reason = "time_budget"
+            break
+    return _finish(run, steps_done, stop_reason, last_loss)
