@@ -11,7 +11,7 @@ cancellous bone about +250, cortical bone about +700.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -76,17 +76,34 @@ def make_grid(rng: np.random.Generator, preset: Preset, sex: str) -> tuple[Grid,
     return grid, body
 
 
-def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float, pack_years: float) -> Anatomy:
-    """Render a normal chest for one patient (see :class:`Anatomy`)."""
-    grid, b = make_grid(rng, preset, sex)
-    s = preset.anatomy_scale
-    rx, ry, cx, cy = b["rx"], b["ry"], b["cx"], b["cy"]
-    x, y, z = grid.x, grid.y, grid.z
-    dx, dy = x[:, :, 0] - cx, y[:, :, 0] - cy  # (X,1), (1,Y)
-    shape = grid.shape
-    mean_sp = float(np.mean(grid.spacing))
+@dataclass
+class _Frame:
+    """The patient's body frame that every organ is drawn in (mm; ``dx``/``dy`` relative to the body centre)."""
 
-    # --- body outline (superellipse), depth from the skin along rays from the centre (2D)
+    grid: Grid
+    s: float  # the preset's anatomy scale
+    rx: float
+    ry: float
+    cx: float
+    cy: float
+    dx: np.ndarray  # (X, 1)
+    dy: np.ndarray  # (1, Y)
+    mean_sp: float
+    depth: np.ndarray  # (X, Y): depth from the skin along rays from the centre
+    fat_t: float
+    muscle_t: float
+    cage_d: float  # depth of the inner surface of the rib cage
+    cage2: np.ndarray  # (X, Y): inside the rib cage
+    z_apex: float = 0.0
+    z_base: float = 0.0
+    H: float = 0.0  # lung height
+    height: Optional[np.ndarray] = None  # (X, Y, Z): 0 at the diaphragm dome, 1 at the apex
+
+
+def _body_outline(rng: np.random.Generator, grid: Grid, b: Dict[str, float], s: float) -> _Frame:
+    """Body outline (superellipse), depth from the skin (2D), fat and muscle thickness."""
+    rx, ry, cx, cy = b["rx"], b["ry"], b["cx"], b["cy"]
+    dx, dy = grid.x[:, :, 0] - cx, grid.y[:, :, 0] - cy  # (X,1), (1,Y)
     rb = ((np.abs(dx) / rx) ** 2.4 + (np.abs(dy) / ry) ** 2.4) ** (1 / 2.4)
     rho = np.sqrt(dx**2 + dy**2)
     depth = rho * (1.0 / np.maximum(rb, 1e-3) - 1.0)
@@ -94,38 +111,48 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
     muscle_t = rng.uniform(8.0, 16.0) * s
     rib_t = 9.0 * s
     cage_d = fat_t + muscle_t + rib_t
-    cage2 = depth >= cage_d
+    return _Frame(grid=grid, s=s, rx=rx, ry=ry, cx=cx, cy=cy, dx=dx, dy=dy, mean_sp=float(np.mean(grid.spacing)),
+                  depth=depth, fat_t=fat_t, muscle_t=muscle_t, cage_d=cage_d, cage2=depth >= cage_d)
 
-    # --- z landmarks
-    z_apex = b["z0"] + b["zfov"] * rng.uniform(0.86, 0.94)
-    z_base = b["z0"] + b["zfov"] * rng.uniform(0.08, 0.2)
-    H = z_apex - z_base
+
+def _z_landmarks(rng: np.random.Generator, f: _Frame, b: Dict[str, float]) -> None:
+    """Lung apex and base, diaphragm domes (the right one higher: liver) and the normalised lung height."""
+    f.z_apex = b["z0"] + b["zfov"] * rng.uniform(0.86, 0.94)
+    f.z_base = b["z0"] + b["zfov"] * rng.uniform(0.08, 0.2)
+    f.H = H = f.z_apex - f.z_base
+    dx, dy, rx, ry = f.dx, f.dy, f.rx, f.ry
     dome_h = H * rng.uniform(0.10, 0.18)
     dome = np.clip(1 - ((np.abs(dx) - 0.45 * rx) / (0.5 * rx)) ** 2 - ((dy + 0.1 * ry) / (0.8 * ry)) ** 2, 0, 1)
-    z_dome = z_base + dome_h * dome + 0.04 * H * (dx < 0)  # right dome higher (liver)
-    height = (z - z_dome[:, :, None]) / (z_apex - z_dome[:, :, None])  # (X,Y,Z)
+    z_dome = f.z_base + dome_h * dome + 0.04 * H * (dx < 0)  # right dome higher (liver)
+    f.height = (f.grid.z - z_dome[:, :, None]) / (f.z_apex - z_dome[:, :, None])  # (X,Y,Z)
 
-    tex = smooth_noise(rng, shape, scale=3.0 / mean_sp * 3 * s)
-    fine = smooth_noise(rng, shape, scale=1.0)
+
+def _soft_tissue(f: _Frame, tex: np.ndarray, fine: np.ndarray) -> tuple:
+    """``(hu, organs)`` of the body: fat, muscle, deep soft tissue, liver; mediastinal / abdominal fat mixed in by texture."""
+    shape = f.grid.shape
     hu = np.full(shape, -1000.0, dtype=np.float32)
     organs = np.zeros(shape, dtype=np.uint8)
-    inside = (depth >= 0)[:, :, None] & np.ones((1, 1, shape[2]), bool)
+    inside = (f.depth >= 0)[:, :, None] & np.ones((1, 1, shape[2]), bool)
     organs[inside] = BODY
-    # fat, muscle, deep soft tissue; mediastinal / abdominal fat mixed in by texture
-    layer = np.where(depth < fat_t, -100.0, np.where(depth < fat_t + muscle_t, 45.0, 38.0))[:, :, None]
-    deep_fat = cage2[:, :, None] & (tex > 0.6)
+    layer = np.where(f.depth < f.fat_t, -100.0, np.where(f.depth < f.fat_t + f.muscle_t, 45.0, 38.0))[:, :, None]
+    deep_fat = f.cage2[:, :, None] & (tex > 0.6)
     soft = np.where(deep_fat, -90.0, layer) + 8.0 * fine
-    liver = cage2[:, :, None] & (height < 0) & (dx < 0.15 * rx)[:, :, None]
+    liver = f.cage2[:, :, None] & (f.height < 0) & (f.dx < 0.15 * f.rx)[:, :, None]
     soft = np.where(liver, 58.0 + 6.0 * fine, soft)
     hu[inside] = soft[inside]
+    return hu, organs
 
-    # --- heart, aorta
-    hz = z_base + H * rng.uniform(0.22, 0.3)
+
+def _heart_aorta(rng: np.random.Generator, f: _Frame, b: Dict[str, float], age: float) -> tuple:
+    """``(hr, aorta)``: the heart's ellipsoidal radius (< 1 inside) and the aorta mask (arch and descending tube)."""
+    grid, rx, ry, cx, cy, H = f.grid, f.rx, f.ry, f.cx, f.cy, f.H
+    x, y, z = grid.x, grid.y, grid.z
+    hz = f.z_base + H * rng.uniform(0.22, 0.3)
     hsize = rng.uniform(0.9, 1.12) * (1.0 + 0.003 * (age - 60.0))
     ha = np.array([0.30 * rx, 0.30 * ry, 0.24 * H]) * hsize
     hc = np.array([cx + 0.12 * rx, cy + 0.22 * ry, hz])
     hr = ((x - hc[0]) / ha[0]) ** 2 + ((y - hc[1]) / ha[1]) ** 2 + ((z - hc[2]) / ha[2]) ** 2
-    z_arch = z_base + H * rng.uniform(0.68, 0.76)
+    z_arch = f.z_base + H * rng.uniform(0.68, 0.76)
     ar = 0.11 * ry * rng.uniform(0.9, 1.05) * (1.0 + 0.004 * (age - 60.0))
     path = np.array(
         [
@@ -138,9 +165,13 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
         np.float32,
     )
     aorta = rasterise_tubes(grid, path[:-1], path[1:], np.full(4, ar, np.float32), np.full(4, ar, np.float32)) > 0.5
+    return hr, aorta
 
-    # --- spine (periodic vertebrae and discs along z) and canal
-    sy_c = cy - 0.58 * ry
+
+def _spine(rng: np.random.Generator, f: _Frame, age: float, fine: np.ndarray) -> tuple:
+    """``(rs, r_vb, spine, spine_hu)``: periodic vertebrae and discs along z, the arch around the canal."""
+    dx, y, z, rx, ry, s, shape = f.dx, f.grid.y, f.grid.z, f.rx, f.ry, f.s, f.grid.shape
+    sy_c = f.cy - 0.58 * ry
     r_vb = 0.15 * ry
     rs = np.sqrt(dx**2 + (y[:, :, 0] - sy_c) ** 2)
     period = 27.0 * s * rng.uniform(0.95, 1.05)
@@ -157,18 +188,30 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
     vb_hu = np.where(disc, 90.0, np.where(cortical[:, :, None] | (phase < 0.26) | (phase > 0.94), 700.0, cancellous))
     spine = (body_vb[:, :, None] | (arch[:, :, None] & ~disc)) & np.ones((1, 1, shape[2]), bool)
     spine_hu = np.where(body_vb[:, :, None], vb_hu, 450.0) + 25.0 * fine
+    return rs, r_vb, spine, spine_hu
 
-    # --- ribs: a ring inside the muscle layer, periodic in z, sloping down anteriorly; sternum
-    ring = (depth >= fat_t + muscle_t) & (depth < cage_d) & (np.abs(dx) > 0.15 * rx) & (dy > -0.8 * ry)
+
+def _ribs(rng: np.random.Generator, f: _Frame) -> np.ndarray:
+    """Ribs (a ring inside the muscle layer, periodic in z, sloping down anteriorly) and the sternum."""
+    dx, dy, z, rx, ry, s, H, depth = f.dx, f.dy, f.grid.z, f.rx, f.ry, f.s, f.H, f.depth
+    ring = (depth >= f.fat_t + f.muscle_t) & (depth < f.cage_d) & (np.abs(dx) > 0.15 * rx) & (dy > -0.8 * ry)
     rperiod = 24.0 * s * rng.uniform(0.95, 1.1)
     rphase = ((z + 0.12 * H * (dy / ry)[:, :, None] - rng.uniform(0, rperiod)) / rperiod) % 1.0
-    ribs = ring[:, :, None] & (rphase < 0.4) & (z > z_base - 0.15 * H) & (z < z_apex + 0.03 * H)
-    sternum = ((np.abs(dx) < 0.08 * rx) & (dy > 0) & (depth >= fat_t + muscle_t) & (depth < cage_d + 4 * s))[:, :, None] & (
-        (z > z_base + 0.15 * H) & (z < z_apex - 0.08 * H)
+    ribs = ring[:, :, None] & (rphase < 0.4) & (z > f.z_base - 0.15 * H) & (z < f.z_apex + 0.03 * H)
+    sternum = ((np.abs(dx) < 0.08 * rx) & (dy > 0) & (depth >= f.fat_t + f.muscle_t) & (depth < f.cage_d + 4 * s))[:, :, None] & (
+        (z > f.z_base + 0.15 * H) & (z < f.z_apex - 0.08 * H)
     )
-    ribs = ribs | sternum
+    return ribs | sternum
 
-    # --- lungs
+
+def _lungs(rng: np.random.Generator, f: _Frame, med: np.ndarray) -> tuple:
+    """``(lung_l, lung_r, radial, lobes, dependent, centres, a, bb)``: both lungs outside the mediastinum ``med``.
+
+    ``centres[side]`` is a lung's (x, y) centre (side +1 left, -1 right);
+    ``a``, ``bb`` its semi-axes (mm).
+    """
+    grid, shape, rx, ry, cx, cy, height = f.grid, f.grid.shape, f.rx, f.ry, f.cx, f.cy, f.height
+    x, y = grid.x, grid.y
     lung_l = np.zeros(shape, bool)
     lung_r = np.zeros(shape, bool)
     radial = np.zeros(shape, np.float32)
@@ -176,7 +219,6 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
     dependent = np.zeros(shape, np.float32)
     a = rx * rng.uniform(0.36, 0.42)
     bb = ry * rng.uniform(0.64, 0.72)
-    med = (np.abs(dx) < 0.11 * rx)[:, :, None] | (rs < 1.7 * r_vb)[:, :, None] | (hr < 1.15) | aorta
     centres = {}
     for side, mask in ((1.0, lung_l), (-1.0, lung_r)):
         cxl = cx + side * rx * rng.uniform(0.42, 0.47)
@@ -184,8 +226,8 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
         r_in = np.sqrt(((x[:, :, 0] - cxl) / a) ** 2 + ((y[:, :, 0] - cyl) / bb) ** 2)
         prof = np.where(height < 0.45, 1.0, np.sqrt(np.clip(1 - ((height - 0.45) / 0.55) ** 2, 1e-4, 1)))
         rel = r_in[:, :, None] / prof
-        wall = 1.0 - np.clip((depth - cage_d) / (0.25 * ry), 0, 1)[:, :, None]
-        m = (height >= 0) & (height <= 1) & (rel < 1) & cage2[:, :, None] & ~med & ((x - cx) * side > 0)
+        wall = 1.0 - np.clip((f.depth - f.cage_d) / (0.25 * ry), 0, 1)[:, :, None]
+        m = (height >= 0) & (height <= 1) & (rel < 1) & f.cage2[:, :, None] & ~med & ((x - cx) * side > 0)
         mask[...] = m
         radial[m] = np.maximum(rel, wall)[m]
         yrel = np.broadcast_to(((y[:, :, 0] - cyl) / bb)[:, :, None], shape)
@@ -197,22 +239,14 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
             middle = ~lower & (height < 0.55) & (yrel > -0.2)
             lobes[m] = np.where(lower, 3, np.where(middle, 2, 1))[m]
         centres[side] = (cxl, cyl)
-    lung = lung_l | lung_r
-    lung_hu = -860.0 - 0.8 * (age - 60.0) + 22.0 * tex + 35.0 * dependent
-    hu[lung] = lung_hu[lung]
-    organs[lung_l] = LUNG_L
-    organs[lung_r] = LUNG_R
-    heart = (hr < 1.0) & cage2[:, :, None]
-    hu[heart] = (40.0 + 6.0 * fine)[heart]
-    organs[heart] = HEART
-    hu[aorta] = (42.0 + 6.0 * fine)[aorta]
-    organs[aorta] = AORTA
-    hu[spine] = spine_hu[spine]
-    organs[spine] = SPINE
-    hu[ribs] = (520.0 + 60.0 * fine)[ribs]
-    organs[ribs] = RIBS
+    return lung_l, lung_r, radial, lobes, dependent, centres, a, bb
 
-    # --- airway and vessel trees
+
+def _trees(rng: np.random.Generator, f: _Frame, b: Dict[str, float], preset: Preset, lung: np.ndarray,
+           centres: Dict[float, tuple], a: float, bb: float) -> tuple:
+    """``(airway, vessels)`` segment arrays ``(p0, p1, r0, r1)``: trachea, main bronchi and the grown airway and vessel trees."""
+    grid, cx, cy, ry, H = f.grid, f.cx, f.cy, f.ry, f.H
+
     def in_lung(p: np.ndarray) -> np.ndarray:
         idx = grid.to_index(p)
         ok = grid.inside(idx)
@@ -220,7 +254,7 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
         out[ok] = lung[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
         return out
 
-    z_car = z_base + H * rng.uniform(0.6, 0.66)
+    z_car = f.z_base + H * rng.uniform(0.6, 0.66)
     trachea_top = np.array([cx, cy - 0.12 * ry, b["z0"] + b["zfov"] + 10.0])
     carina = np.array([cx, cy - 0.1 * ry, z_car])
     rt = 0.085 * ry * rng.uniform(0.9, 1.1)
@@ -240,13 +274,19 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
             roots_aw.append((hilum, d, 0.2 * H, rt * 0.5))
             roots_v.append((hilum + np.array([0, 0.08 * bb, -0.02 * H]), d + rng.normal(0, 0.2, 3), 0.2 * H, rt * 0.55))
             roots_v.append((hilum + np.array([0, -0.05 * bb, -0.1 * H]), d + rng.normal(0, 0.3, 3), 0.18 * H, rt * 0.5))
-    vmin = 0.25 * mean_sp
+    vmin = 0.25 * f.mean_sp
     aw = grow_tree(rng, roots_aw, in_lung, generations=preset.airway_generations, min_radius=vmin)
     trunk = (np.asarray(trunk_p0, np.float32), np.asarray(trunk_p1, np.float32),
              np.asarray(trunk_r, np.float32), np.asarray(trunk_r, np.float32) * 0.9)
     aw = concat(trunk, aw)
     vs = grow_tree(rng, roots_v, in_lung, generations=preset.vessel_generations,
                    radius_ratio=(0.8, 0.68), min_radius=vmin)
+    return aw, vs
+
+
+def _paint_trees(grid: Grid, hu: np.ndarray, organs: np.ndarray, lung: np.ndarray, aw: tuple, vs: tuple,
+                 pack_years: float) -> None:
+    """In place: vessels replace lung, airway walls (thicker with pack-years) and lumens replace lung and mediastinal soft tissue."""
     wall_f = 1.3 + 0.004 * pack_years
     c_outer = rasterise_tubes(grid, aw[0], aw[1], aw[2] * wall_f, aw[3] * wall_f)
     c_lumen = rasterise_tubes(grid, aw[0], aw[1], aw[2], aw[3])
@@ -262,8 +302,47 @@ def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float
     organs[c_vess > 0.5] = VESSELS
     organs[c_lumen > 0.5] = AIRWAY
 
+
+def build_anatomy(rng: np.random.Generator, preset: Preset, sex: str, age: float, pack_years: float) -> Anatomy:
+    """Render a normal chest for one patient (see :class:`Anatomy`).
+
+    The steps draw from ``rng`` in this order, so a seed gives one patient:
+    grid, body outline, z landmarks, textures, heart and aorta, spine, ribs,
+    lungs, airway and vessel trees.
+    """
+    grid, b = make_grid(rng, preset, sex)
+    f = _body_outline(rng, grid, b, preset.anatomy_scale)
+    _z_landmarks(rng, f, b)
+    shape = grid.shape
+    tex = smooth_noise(rng, shape, scale=3.0 / f.mean_sp * 3 * f.s)
+    fine = smooth_noise(rng, shape, scale=1.0)
+    hu, organs = _soft_tissue(f, tex, fine)
+    hr, aorta = _heart_aorta(rng, f, b, age)
+    rs, r_vb, spine, spine_hu = _spine(rng, f, age, fine)
+    ribs = _ribs(rng, f)
+
+    med = (np.abs(f.dx) < 0.11 * f.rx)[:, :, None] | (rs < 1.7 * r_vb)[:, :, None] | (hr < 1.15) | aorta
+    lung_l, lung_r, radial, lobes, dependent, centres, a, bb = _lungs(rng, f, med)
+    lung = lung_l | lung_r
+    lung_hu = -860.0 - 0.8 * (age - 60.0) + 22.0 * tex + 35.0 * dependent
+    hu[lung] = lung_hu[lung]
+    organs[lung_l] = LUNG_L
+    organs[lung_r] = LUNG_R
+    heart = (hr < 1.0) & f.cage2[:, :, None]
+    hu[heart] = (40.0 + 6.0 * fine)[heart]
+    organs[heart] = HEART
+    hu[aorta] = (42.0 + 6.0 * fine)[aorta]
+    organs[aorta] = AORTA
+    hu[spine] = spine_hu[spine]
+    organs[spine] = SPINE
+    hu[ribs] = (520.0 + 60.0 * fine)[ribs]
+    organs[ribs] = RIBS
+
+    aw, vs = _trees(rng, f, b, preset, lung, centres, a, bb)
+    _paint_trees(grid, hu, organs, lung, aw, vs, pack_years)
+
     lung_final = (organs == LUNG_L) | (organs == LUNG_R)
     lobes[~lung_final] = 0
-    params = {"body": b, "fat_mm": float(fat_t), "muscle_mm": float(muscle_t), "lung_height_mm": float(H),
+    params = {"body": b, "fat_mm": float(f.fat_t), "muscle_mm": float(f.muscle_t), "lung_height_mm": float(f.H),
               "n_airway_segments": int(len(aw[0])), "n_vessel_segments": int(len(vs[0]))}
-    return Anatomy(grid, hu, organs, lobes, height.astype(np.float32), radial, dependent, params)
+    return Anatomy(grid, hu, organs, lobes, f.height.astype(np.float32), radial, dependent, params)
