@@ -38,7 +38,7 @@ POOLINGS = ("mean", "graph")
 
 def _takes_location(encoder: nn.Module) -> bool:
     """Whether ``encoder`` is location-conditioned (``forward(x, loc)``), like ``cond_cnn3d``."""
-    return hasattr(encoder, "project") and hasattr(encoder, "conditioned")
+    return getattr(encoder, "location_dim", 0) > 0
 
 
 @torch.no_grad()

@@ -8,9 +8,28 @@ backbone's submodules or forward hooks:
   (token backbones return their tokens reshaped to a map where they can).
 - ``forward_intermediates(x) -> list[Tensor]``: one feature map per stage,
   shallow to deep; ``feature_channels`` gives their channel counts.
-- ``forward(x) -> [B, embed_dim]``: a global (pooled) embedding.
+- ``forward(x) -> [B, embed_dim]``: the backbone's global embedding, one
+  vector per input, computed by the encoder alone (no decoder, no
+  projection head). By default the last feature map averaged over space; a
+  backbone whose architecture has its own global summary returns that
+  instead (MiT / MiT+: the encoder's final cls token; the slice encoder: the
+  mean of its contextualised slice tokens). This is what the frozen-feature
+  evaluations read unless the backbone names a trained token (below).
 - ``embed_dim``, ``spatial_dims``, ``in_channels``, ``feature_channels``.
 - ``set_grad_checkpointing(enable)``: trade compute for activation memory.
+
+What a method needs beyond that goes through named members, never through
+submodules:
+
+- ``project(h) -> [B, projection_dim]``: the backbone's own projection of its
+  embedding (identity here; DrasCLR's ``cond_cnn3d``: its ``fc`` layer, whose
+  weights belong to the released encoder).
+- ``location_dim``: the length of the location vector ``loc [B, location_dim]``
+  that ``forward`` / ``forward_features`` / ``forward_intermediates`` accept
+  as a keyword (0 here: none; ``cond_cnn3d``: 3, the atlas coordinates).
+- ``forward_cls(x) -> [B, cls_dim]`` (optional, MiT family): the token the
+  family's self-distillation head reads (MiT: the decoder's cls; MiT+: the
+  encoder cls), which the frozen evaluations probe when present.
 """
 
 from __future__ import annotations
@@ -26,6 +45,8 @@ class Backbone(nn.Module):
     spatial_dims: int
     in_channels: int
     feature_channels: List[int]
+    #: the length of the ``loc`` keyword the forward methods accept (0: not location-conditioned)
+    location_dim: int = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,3 +64,12 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.forward_features(x)
         return f.flatten(2).mean(-1)  # [B, embed_dim]
+
+    @property
+    def projection_dim(self) -> int:
+        """The width of :meth:`project`'s output."""
+        return int(self.embed_dim)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """``h: [B, embed_dim] -> [B, projection_dim]``: the backbone's own projection (identity here)."""
+        return h

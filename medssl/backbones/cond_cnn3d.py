@@ -200,6 +200,7 @@ class CondCNN3d(Backbone):
         c0, c1, c2, c3, c4 = widths
         self.spatial_dims, self.in_channels = 3, in_channels
         self.conditioned = conditioned
+        self.location_dim = int(loc_dim)
         self.embed_dim = c4
         self.feature_channels = [c0, c1, c2, c3, c4]
         self.conv1 = CondConv3d(in_channels, c0, **kw)
@@ -248,6 +249,11 @@ class CondCNN3d(Backbone):
     def forward(self, x: torch.Tensor, loc: Optional[torch.Tensor] = None) -> torch.Tensor:
         """h: [B, 128], the spatially pooled last feature map."""
         return self.forward_features(x, loc).flatten(2).mean(-1)
+
+    @property
+    def projection_dim(self) -> int:
+        """``rep_dim``, the width of :meth:`project`'s output."""
+        return int(self.fc.out_features)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """z = fc(h): [B, rep_dim]."""

@@ -137,6 +137,7 @@ class MiTDecoder(nn.Module):
             )
             cin = dim
         self.stages = nn.ModuleList(stages)
+        self.dims = tuple(DEC_DIMS)  # channels per stage, coarse to fine
         self.norm = nn.LayerNorm(DEC_DIMS[-1], eps=1e-5)
 
     def forward(self, maps: Sequence[torch.Tensor], cls: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,7 @@ class MiTSegNet(_MiTSegBase):
             self.decoder = MiTDecoder(backbone.encoder.stage_grids, paths=backbone.paths)
         else:
             self.decoder = backbone.decoder
-        dims = [s.blocks[0].norm1.normalized_shape[0] for s in self.decoder.stages]  # [256, 128, 48]
+        dims = list(self.decoder.dims)  # [256, 128, 48]
         self.up = conv_cls(d, transposed=True)(dims[-1], 32, kernel_size=2, stride=2)
         self.block = nn.Sequential(ConvNormAct(d, 32, 32, 3, 1, 1), ConvNormAct(d, 32, 32, 3, 1, 1))
         self.classifier = conv_cls(d)(32, num_classes, kernel_size=1)

@@ -103,10 +103,10 @@ class DrasCLR(Method):
             raise ValueError("use_local/use_neighbour: at least one loss must be on")
         if projection not in ("mlp", "linear"):
             raise ValueError(f"projection: expected 'mlp' or 'linear', got {projection!r}")
-        if not hasattr(backbone, "project"):
+        if getattr(backbone, "location_dim", 0) < 1:
             raise ValueError("backbone: DrasCLR needs a location-conditioned backbone such as 'cond_cnn3d'")
         self.encoder = backbone
-        rep = backbone.fc.out_features
+        rep = int(backbone.projection_dim)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(rep, proj_dim)) if projection == "mlp" else nn.Identity()
         self.encoder_k = frozen_copy(backbone)
         self.head_k = frozen_copy(self.head)

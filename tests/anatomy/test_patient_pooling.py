@@ -80,10 +80,7 @@ def test_attention_head_finds_the_informative_patch():
 
 def test_patch_features_normalise_and_pass_locations():
     class Probe(torch.nn.Module):
-        conditioned = True
-
-        def project(self, h):
-            return h
+        location_dim = 3  # forward takes loc [B, 3] (the backbone contract's location-conditioned form)
 
         def forward(self, x, loc):
             return torch.cat([x.flatten(1).mean(1, keepdim=True), loc], 1)
