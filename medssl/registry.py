@@ -118,6 +118,7 @@ METHODS = Registry(
         "medssl.methods.drasclr",
         "medssl.methods.t3d",
         "medssl.methods.unimiss",
+        "medssl.methods.unimiss_plus",
         "medssl.methods.iicc",
         "medssl.methods.iicc_baselines",
     ],

@@ -137,7 +137,3 @@ class UniMiSS(UniMiSSBase):
         out["loss"] = self.with_idle_paths(loss)
         out["dims"] = float(sum(dims))  # 2: X-ray step, 3: CT without slices, 5: CT with slices / mixed
         return out
-
-
-from . import unimiss_plus  # noqa: E402,F401  (registers "unimiss_plus" with this module)
-from ..data import unimiss_source  # noqa: E402,F401  (registers the "unimiss_mixed" source the presets use)
