@@ -44,7 +44,7 @@ from .paired import CASES_KEY
 from .retrieval import bidirectional_recall, retrieval_ranks
 from .tasks import EvalSettings, cases, register_task, split
 from .metrics import binary_auc
-from .zero_shot import SYNTH_FINDINGS, RidgeAlign, zero_shot_scores
+from .zero_shot import RidgeAlign, dataset_findings, zero_shot_scores
 
 TEXT_METHODS = ("t3d",)
 
@@ -214,12 +214,13 @@ def report_retrieval_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> 
 @register_task("zero_shot", help="zero-shot AUC per finding from text prompts (T3D heads; ridge-aligned features)",
                primary_metric="auc")
 def zero_shot_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Dict[str, Any]]:
+    findings = dataset_findings(data.source)
     emb = _Embeddings(model, data, s)
     meta = [data.meta.get(i, {}) for i in emb.test]
     rows = []
     for seed in s.seeds:
         for protocol, (vol, text_fn) in emb.protocols(seed).items():
-            scores = zero_shot_scores(vol, meta, text_fn, SYNTH_FINDINGS)
+            scores = zero_shot_scores(vol, meta, text_fn, findings)
             for finding, (y, score) in scores.items():
                 proba = np.stack([-score, score], axis=1)  # a ranking score: only its order matters to the AUC
                 rows.append(_row(model, "zero_shot", protocol, finding, len(emb.train), seed, auc=binary_auc(y, score),

@@ -26,6 +26,7 @@ from .anatomy import ORGAN_LABELS
 from .lesions import LESION_LABELS
 from .patient import SEVERITY_THRESHOLDS, patient_rng, synth_patient
 from .presets import Preset, get_preset
+from .reports import ZERO_SHOT_FINDINGS
 from .survival import concordance_index, model_spec
 
 GENERATOR_NAME = "medssl.synth"
@@ -164,6 +165,7 @@ def generate_cohort(out: Union[str, Path], n: int, seed: int = 0, preset: Union[
         "test": [],
         "xray": [],  # X-ray records (modality "xray", pair = CT id) may be added by DRR rendering
         "severity_thresholds_pct": list(SEVERITY_THRESHOLDS),
+        "findings": ZERO_SHOT_FINDINGS,  # what the reports describe, for zero-shot evaluation
         "survival": survival,
         "generator": {"name": GENERATOR_NAME, "version": __version__, "seed": int(seed), "n": n,
                       "preset": p.to_dict()},

@@ -27,6 +27,29 @@ PATTERN_PHRASES = {
 }
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
+#: The findings these reports describe, as the cohort declares them for zero-shot evaluation (the
+#: ``findings`` list of its dataset.json; :mod:`medssl.eval.zero_shot` reads it): prompts for and
+#: against each finding, and the manifest meta value that labels it. ``{"meta": key}`` is positive
+#: when the value is set and not "none" / 0; ``{"meta": key, "absent": v}`` when it differs from ``v``.
+ZERO_SHOT_FINDINGS: List[Dict[str, Any]] = [
+    {"name": "emphysema",
+     "positive": ["There is emphysema.", "Lungs show emphysema.", "Centrilobular emphysema."],
+     "negative": ["No emphysema.", "There is no emphysema.", "No evidence of emphysema."],
+     "label": {"meta": "emphysema_pattern", "absent": "none"}},
+    {"name": "nodule",
+     "positive": ["There is a pulmonary nodule.", "Solid nodule in the lung.", "Pulmonary nodules."],
+     "negative": ["No pulmonary nodules.", "There are no lung nodules.", "No suspicious pulmonary nodule."],
+     "label": {"meta": "nodule_count"}},
+    {"name": "consolidation",
+     "positive": ["Consolidation with air bronchograms.", "Airspace consolidation.", "There is consolidation."],
+     "negative": ["No consolidation.", "No focal consolidation.", "No airspace consolidation."],
+     "label": {"meta": "consolidation"}},
+    {"name": "effusion",
+     "positive": ["There is pleural effusion.", "Pleural effusion.", "Bilateral pleural effusions."],
+     "negative": ["No pleural effusion.", "There is no pleural effusion.", "No pleural effusions."],
+     "label": {"meta": "effusion"}},
+]
+
 
 def _pick(rng: np.random.Generator, options: List[str]) -> str:
     return options[int(rng.integers(len(options)))]
