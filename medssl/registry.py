@@ -136,3 +136,14 @@ SOURCES = Registry(
     ],
 )
 TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.mit_seg", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])
+#: Method name -> the family's :class:`~medssl.methods.base.EvalAdapter` (what evaluation asks of its checkpoints).
+EVAL_ADAPTERS = Registry("eval_adapter", modules=["medssl.methods.unimiss_eval"])
+
+
+def eval_adapter(method: Optional[str]) -> Any:
+    """The evaluation adapter registered for ``method``; the neutral :class:`~medssl.methods.base.EvalAdapter` otherwise."""
+    if method and method in EVAL_ADAPTERS:
+        return EVAL_ADAPTERS.get(method)
+    from .methods.base import EvalAdapter
+
+    return EvalAdapter()

@@ -105,7 +105,8 @@ def _patch(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequence[int]])
 def patch_for_dims(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequence[int]] = None,
                    current: Sequence[int] = ()) -> Tuple[int, ...]:
     """The patch size on the ``dims``-D path: ``patch_size``; the recorded one when it has ``dims`` entries;
-    for 2D the config's ``method.views.xr_size`` (UniMiSS) or the in-plane size of the 3D patch; for 3D
+    for 2D the size the method family's evaluation adapter names (UniMiSS: its X-ray view size;
+    :data:`medssl.registry.EVAL_ADAPTERS`) or the in-plane size of the 3D patch; for 3D
     after 2D pretraining (a slice encoder trained on slices) the default depth with the recorded plane."""
     if patch_size is not None:
         return _patch({}, dims, patch_size)
@@ -113,9 +114,11 @@ def patch_for_dims(meta: Dict[str, Any], dims: int, patch_size: Optional[Sequenc
         if p and len(p) == dims:
             return tuple(int(s) for s in p)
     if dims == 2:
-        xr = (((meta.get("config") or {}).get("method") or {}).get("views") or {}).get("xr_size")
-        if xr:
-            return (int(xr), int(xr)) if isinstance(xr, (int, float)) else tuple(int(s) for s in xr)
+        from ..registry import eval_adapter
+
+        family = eval_adapter(meta.get("method")).patch_size(meta, 2)
+        if family:
+            return tuple(int(s) for s in family)
         for p in (meta.get("patch_size"), current):
             if p and len(p) == 3:
                 return (int(p[1]), int(p[2]))

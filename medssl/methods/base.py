@@ -48,7 +48,7 @@ workers, takes an explicit ``numpy.random.Generator`` and must be seedable.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 from torch import nn
@@ -94,3 +94,18 @@ class Method(nn.Module):
 
     def trainable_parameters(self) -> Iterable[tuple]:
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+
+class EvalAdapter:
+    """What a method family tells the generic evaluation about its release checkpoints.
+
+    A family registers one in :data:`medssl.registry.EVAL_ADAPTERS` under each
+    of its method names, from a module beside the method; the harness looks
+    it up by the checkpoint's recorded method and calls it, so the generic
+    evaluation code names no method. Every hook has a neutral default.
+    """
+
+    def patch_size(self, meta: Mapping[str, Any], dims: int) -> Optional[Tuple[int, ...]]:
+        """The ``dims``-D input size a checkpoint (sidecar ``meta``) was pretrained on, when the sidecar's
+        ``patch_size`` does not say (e.g. the X-ray size of a 3D-and-2D method); None: the harness decides."""
+        return None
