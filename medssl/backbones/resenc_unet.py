@@ -314,6 +314,13 @@ class ResEncUNet(Backbone):
         """``x: [B, C, *S]`` -> one map per stage, ``[B, features_per_stage[i], *S / stride_i]``."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"resenc_unet expects [B, {self.in_channels}, *{self.spatial_dims} sizes], got {tuple(x.shape)}")
+        deepest = list(x.shape[2:])
+        for st in self.arch["strides"]:
+            deepest = [-(-n // int(k)) for n, k in zip(deepest, st)]
+        if math.prod(deepest) <= 1:  # instance norm needs more than one voxel per map
+            raise ConfigError("crop size", f"resenc_unet: an input of {tuple(x.shape[2:])} voxels leaves one voxel "
+                                           f"after the encoder's strides (product {tuple(self.total_stride)}); "
+                                           "crops must be larger than that product along at least one axis")
         ck = self.grad_checkpointing
         h = run_stage(self.encoder.stem, x, ck) if self.encoder.stem is not None else x
         feats = []

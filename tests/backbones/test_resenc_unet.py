@@ -241,3 +241,13 @@ def test_export_writes_the_planned_network_with_a_fresh_decoder(tmp_path, capsys
             assert torch.equal(weights["decoder." + key[len("encoder."):]], value), key
     assert any(k.startswith("decoder.stages.") for k in weights) and not any(".seg_layers." in k for k in weights)
     assert weights["decoder.encoder.stem.convs.0.conv.weight"].data_ptr() == weights["encoder.stem.convs.0.conv.weight"].data_ptr()
+
+
+def test_a_crop_the_strides_reduce_to_one_voxel_is_a_config_error():
+    net = BACKBONES.build("resenc_unet", patch_size=[32, 32, 32], base_features=4, max_features=16,
+                          n_blocks_per_stage=[1, 1, 1, 1])
+    stride = net.total_stride[0]
+    with pytest.raises(ConfigError, match="leaves one voxel"):
+        net(torch.zeros(2, 1, stride, stride, stride))  # instance norm would fail on the last stage's one voxel
+    out = net(torch.zeros(2, 1, stride + 4, stride + 4, stride + 4))  # 2^3 voxels at the last stage
+    assert out.shape == (2, net.embed_dim) and torch.isfinite(out).all()
