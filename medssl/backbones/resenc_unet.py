@@ -314,13 +314,14 @@ class ResEncUNet(Backbone):
         """``x: [B, C, *S]`` -> one map per stage, ``[B, features_per_stage[i], *S / stride_i]``."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"resenc_unet expects [B, {self.in_channels}, *{self.spatial_dims} sizes], got {tuple(x.shape)}")
-        deepest = list(x.shape[2:])
-        for st in self.arch["strides"]:
-            deepest = [-(-n // int(k)) for n, k in zip(deepest, st)]
-        if math.prod(deepest) <= 1:  # instance norm needs more than one voxel per map
-            raise ConfigError("crop size", f"resenc_unet: an input of {tuple(x.shape[2:])} voxels leaves one voxel "
-                                           f"after the encoder's strides (product {tuple(self.total_stride)}); "
-                                           "crops must be larger than that product along at least one axis")
+        sizes = tuple(int(n) for n in x.shape[2:])
+        if any(n % t for n, t in zip(sizes, self.total_stride)):  # the residual shortcuts pool by floor, convs by ceil
+            raise ConfigError("crop size", f"resenc_unet: input sizes {sizes} must be multiples of the encoder's stride "
+                                           f"product {tuple(self.total_stride)}")
+        if math.prod(n // t for n, t in zip(sizes, self.total_stride)) <= 1:  # instance norm needs > 1 voxel per map
+            raise ConfigError("crop size", f"resenc_unet: an input of {sizes} voxels leaves one voxel after the "
+                                           f"encoder's strides (product {tuple(self.total_stride)}); use crops of at "
+                                           "least twice that product along one axis")
         ck = self.grad_checkpointing
         h = run_stage(self.encoder.stem, x, ck) if self.encoder.stem is not None else x
         feats = []
