@@ -69,6 +69,21 @@ def reference_input(shape, frequency):
     return torch.from_numpy((0.5 + 0.5 * np.sin(frequency * np.arange(n, dtype=np.float64))).reshape(shape)).float()
 
 
+def write_tiny_ct(path, seed=0):
+    """A 20 x 16 x 24 HU volume (air around a soft-tissue box with a bone bar) saved as NIfTI; returns (hu, affine)."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hu = np.full((20, 16, 24), -1000.0, np.float32)
+    hu[3:17, 3:13, 2:22] = 40.0 + rng.normal(size=(14, 10, 20)) * 10
+    hu[9:11, 9:12, 2:22] = 900.0
+    aff = np.diag([2.0, 2.5, 2.0, 1.0])
+    aff[:3, 3] = [-20.0, -18.0, -23.0]
+    nib.save(nib.Nifti1Image(hu, aff), str(path))
+    return hu, aff
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """A 4-patient tiny synthetic cohort with X-rays, preprocessed: (manifest path, cache path).

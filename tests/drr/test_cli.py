@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 from PIL import Image
 
 from medssl.cli.main import main
 from medssl.drr import Pose, hu_to_mu, render
-
-
-def _ct(path, seed=0):
-    rng = np.random.default_rng(seed)
-    hu = np.full((20, 16, 24), -1000.0, np.float32)
-    hu[3:17, 3:13, 2:22] = 40.0 + rng.normal(size=(14, 10, 20)) * 10
-    hu[9:11, 9:12, 2:22] = 900.0
-    aff = np.diag([2.0, 2.5, 2.0, 1.0])
-    aff[:3, 3] = [-20.0, -18.0, -23.0]
-    nib.save(nib.Nifti1Image(hu, aff), str(path))
-    return hu, aff
+from conftest import write_tiny_ct
 
 
 def test_cli_writes_png_npy_and_geometry(tmp_path, capsys):
-    hu, aff = _ct(tmp_path / "ct.nii.gz")
+    hu, aff = write_tiny_ct(tmp_path / "ct.nii.gz")
     assert main(["drr", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "out"), "--views", "pa,lateral",
                  "--size", "24", "--energy", "70"]) == 0
     raw = np.load(tmp_path / "out" / "ct_drr.npy", allow_pickle=False)

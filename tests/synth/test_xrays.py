@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
 
 from medssl.io import load_manifest, write_manifest
 from medssl.synth.xrays import render_cohort_xrays
-
-
-def _ct(path, seed=0):
-    rng = np.random.default_rng(seed)
-    hu = np.full((20, 16, 24), -1000.0, np.float32)
-    hu[3:17, 3:13, 2:22] = 40.0 + rng.normal(size=(14, 10, 20)) * 10
-    hu[9:11, 9:12, 2:22] = 900.0
-    aff = np.diag([2.0, 2.5, 2.0, 1.0])
-    aff[:3, 3] = [-20.0, -18.0, -23.0]
-    nib.save(nib.Nifti1Image(hu, aff), str(path))
-    return hu, aff
+from conftest import write_tiny_ct
 
 
 def _fake_patient(rng, preset):
@@ -30,8 +19,8 @@ def _fake_patient(rng, preset):
 
 
 def test_cohort_xrays_are_paired_and_unpaired_records_added(tmp_path):
-    _ct(tmp_path / "c0.nii.gz", 0)
-    _ct(tmp_path / "c1.nii.gz", 1)
+    write_tiny_ct(tmp_path / "c0.nii.gz", 0)
+    write_tiny_ct(tmp_path / "c1.nii.gz", 1)
     write_manifest([{"id": "c0", "image": "c0.nii.gz", "modality": "ct", "split": "train",
                      "meta": {"severity": 1, "lesion_label": "c0.nii.gz"}},
                     {"id": "c1", "image": "c1.nii.gz", "modality": "ct", "split": "test", "meta": {"severity": 3}}],
@@ -56,7 +45,7 @@ def test_cohort_xrays_are_paired_and_unpaired_records_added(tmp_path):
 def test_cohort_unpaired_without_generator_names_the_problem(tmp_path, monkeypatch):
     import medssl.synth.xrays as cohort
 
-    _ct(tmp_path / "c0.nii.gz")
+    write_tiny_ct(tmp_path / "c0.nii.gz")
     write_manifest([{"id": "c0", "image": "c0.nii.gz", "modality": "ct"}], tmp_path / "manifest.jsonl")
     monkeypatch.setattr(cohort, "_default_patient_fn", lambda: None)
     with pytest.raises(ValueError, match="synth_patient"):
@@ -67,7 +56,7 @@ def test_cohort_unpaired_with_the_synthetic_generator(tmp_path):
     synth = pytest.importorskip("medssl.synth")
     if not hasattr(synth, "synth_patient"):
         pytest.skip("medssl.synth.synth_patient not available")
-    _ct(tmp_path / "c0.nii.gz")
+    write_tiny_ct(tmp_path / "c0.nii.gz")
     write_manifest([{"id": "c0", "image": "c0.nii.gz", "modality": "ct"}], tmp_path / "manifest.jsonl")
     added = render_cohort_xrays(tmp_path, size=32, seed=3, n_unpaired=1, preset="tiny")
     unpaired = [r for r in added if r["meta"].get("unpaired")]
