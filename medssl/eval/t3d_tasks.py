@@ -222,8 +222,7 @@ def zero_shot_task(model: ModelSpec, data: EvalData, s: EvalSettings) -> List[Di
         for protocol, (vol, text_fn) in emb.protocols(seed).items():
             scores = zero_shot_scores(vol, meta, text_fn, findings)
             for finding, (y, score) in scores.items():
-                proba = np.stack([-score, score], axis=1)  # a ranking score: only its order matters to the AUC
                 rows.append(_row(model, "zero_shot", protocol, finding, len(emb.train), seed, auc=binary_auc(y, score),
                                  pairs_seen_in_pretraining=emb.pairs_seen,
-                                 **{CASES_KEY: cases(emb.test, "auc", "auc", y=y, proba=proba)}))
+                                 **{CASES_KEY: cases(emb.test, "auc", "auc", y=y, proba=score)}))
     return rows

@@ -122,18 +122,6 @@ def zero_shot_scores(
     return out
 
 
-def zero_shot_auc(
-    volumes: torch.Tensor,
-    meta: Sequence[Mapping],
-    embed_text: Callable[[List[str]], torch.Tensor],
-    findings: Sequence[Finding],
-) -> Dict[str, float]:
-    """``{finding: AUC}`` of prompt scores against the labels read from ``meta`` (NaN when one class is absent)."""
-    from .metrics import binary_auc
-
-    return {name: binary_auc(y, s) for name, (y, s) in zero_shot_scores(volumes, meta, embed_text, findings).items()}
-
-
 class RidgeAlign:
     """Ridge regression ``features [N, E] -> text embeddings [N, Dt]`` (standardised features, closed form)."""
 
