@@ -63,11 +63,15 @@ def case_region(data: EvalData, case_id: str, region: str) -> np.ndarray:
     if key not in data.regions:
         if data.spatial_dims != 3:
             raise DataError(data.source, f"feature mode '{region}' needs CT volumes; these are {data.spatial_dims}-D images")
-        spec = data.normalization.get(case_id)
-        if spec is None or spec.get("kind") not in ("ct_window", "hu_scale", "hu_clip_scale"):
-            raise DataError(data.source, f"case {case_id}: feature mode '{region}' reads Hounsfield units, but the cache "
-                                         f"records no CT intensity scaling for it ({spec!r}); use --feature-mode sliding")
         from ..normalisation import to_hu
 
-        data.regions[key] = region_mask(to_hu(data.image(case_id), spec), region, data.spacing.get(case_id))
+        spec = data.normalization.get(case_id)
+        try:
+            if spec is None:
+                raise ValueError("no intensity scaling recorded")
+            hu = to_hu(data.image(case_id), spec)
+        except ValueError:  # not a map of Hounsfield units
+            raise DataError(data.source, f"case {case_id}: feature mode '{region}' reads Hounsfield units, but the cache "
+                                         f"records no CT intensity scaling for it ({spec!r}); use --feature-mode sliding") from None
+        data.regions[key] = region_mask(hu, region, data.spacing.get(case_id))
     return data.regions[key]
