@@ -316,7 +316,7 @@ class ResEncUNet(Backbone):
             raise ValueError(f"resenc_unet expects [B, {self.in_channels}, *{self.spatial_dims} sizes], got {tuple(x.shape)}")
         sizes = tuple(int(n) for n in x.shape[2:])
         if any(n % t for n, t in zip(sizes, self.total_stride)):  # the residual shortcuts pool by floor, convs by ceil
-            raise ConfigError("crop size", f"resenc_unet: input sizes {sizes} must be multiples of the encoder's stride "
+            raise ConfigError("crop size", f"resenc_unet: input sizes {sizes} must be divisible by the encoder's stride "
                                            f"product {tuple(self.total_stride)}")
         if math.prod(n // t for n, t in zip(sizes, self.total_stride)) <= 1:  # instance norm needs > 1 voxel per map
             raise ConfigError("crop size", f"resenc_unet: an input of {sizes} voxels leaves one voxel after the "
@@ -334,8 +334,4 @@ class ResEncUNet(Backbone):
         """``x: [B, C, *S]`` -> the whole U-Net's output ``[B, out_channels, *S]`` (``decoder=True`` only)."""
         if not self.has_decoder:
             raise ConfigError(f"{KEY}.decoder", "forward_dense needs the U-Net decoder: set backbone.decoder=true")
-        bad = [s for s, t in zip(x.shape[2:], self.total_stride) if s % t]
-        if bad:
-            raise ValueError(f"resenc_unet: input sizes {tuple(x.shape[2:])} must be divisible by the strides' "
-                             f"product {tuple(self.total_stride)}")
-        return self.decoder(self.forward_intermediates(x))  # [B, out_channels, *S]
+        return self.decoder(self.forward_intermediates(x))  # which checks the input sizes  # [B, out_channels, *S]

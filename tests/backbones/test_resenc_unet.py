@@ -249,7 +249,7 @@ def test_a_crop_the_strides_reduce_to_one_voxel_is_a_config_error():
     stride = net.total_stride[0]
     with pytest.raises(ConfigError, match="leaves one voxel"):
         net(torch.zeros(2, 1, stride, stride, stride))  # instance norm would fail on the last stage's one voxel
-    with pytest.raises(ConfigError, match="multiples of the encoder's stride"):
+    with pytest.raises(ConfigError, match="divisible by the encoder's stride"):
         net(torch.zeros(2, 1, stride + 4, stride + 4, stride + 4))  # the residual shortcut would not line up
     out = net(torch.zeros(2, 1, 2 * stride, stride, stride))  # 2 x 1 x 1 voxels at the last stage
     assert out.shape == (2, net.embed_dim) and torch.isfinite(out).all()
