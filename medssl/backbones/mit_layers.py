@@ -34,6 +34,20 @@ def path_key(spatial_dims: int) -> str:
     return f"{int(spatial_dims)}d"
 
 
+def param_path(name: str) -> Optional[int]:
+    """2 or 3 for a parameter of the 2D- or 3D-only path (a ``2d``/``3d`` name segment, :func:`path_key`), else None.
+
+    Every dimension-specific layer sits in an ``nn.ModuleDict`` keyed by
+    :func:`path_key`, so a parameter whose name has such a segment belongs
+    to that path only; every other parameter (transformer weights, cls
+    projections, and the heads of a method around the backbone) is shared.
+    """
+    for seg in name.split("."):
+        if seg in ("2d", "3d"):
+            return int(seg[0])
+    return None
+
+
 def _expand_patches(conv: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
     """A transposed conv with kernel = stride as one matrix product, or ``None`` if it is not one.
 

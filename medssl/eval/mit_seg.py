@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.mit_layers import ConvNormAct, TokenStage, conv_cls, path_key
-from ..methods.unimiss_common import to_channels
+from ..views.cross_dim import to_channels
 
 #: The backbones :func:`mit_segnet` builds a network for.
 MIT_BACKBONES = ("mit_tiny", "mit_small", "mit_plus")

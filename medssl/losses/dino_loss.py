@@ -52,6 +52,21 @@ def dino_loss(
     return total / pairs
 
 
+
+def view_pairs_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], center: torch.Tensor,
+                    teacher_temp: float, student_temp: float, same_view: bool = False) -> torch.Tensor:
+    """Mean DINO cross-entropy over view pairs ``(i, j)``: ``i != j`` only (:func:`dino_loss`), or all pairs with ``same_view``.
+
+    Teacher view ``i`` and student view ``j`` are lists of ``[B, K]`` logits;
+    with ``same_view`` each pair's term is the DINO loss over that single
+    pair (UniMiSS+'s pair-wise terms, Xie et al., TPAMI 2024).
+    """
+    if not same_view:
+        return dino_loss(teacher, student, center, teacher_temp, student_temp)
+    terms = [dino_loss([t], [s, s], center, teacher_temp, student_temp) for t in teacher for s in student]
+    return torch.stack(terms).mean()
+
+
 class DINOLoss(nn.Module):
     """DINO loss holding the teacher centre (a buffer) and its EMA update.
 

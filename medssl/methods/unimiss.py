@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from ..registry import METHODS
-from .unimiss_base import UniMiSSBase
-from .unimiss_common import slice_logits
+from .unimiss_base import UniMiSSBase, slice_logits
 from ..losses.dino_loss import dino_loss
 
 

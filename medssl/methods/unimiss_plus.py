@@ -44,8 +44,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import METHODS
-from .unimiss_base import UniMiSSBase
-from .unimiss_common import apply_mask, recon_mse, slice_logits, to_channels, view_pairs_loss
+from ..losses.dino_loss import view_pairs_loss
+from ..losses.recon_mse import recon_mse
+from ..views.cross_dim import to_channels
+from ..views.masking import apply_mask
+from .unimiss_base import UniMiSSBase, slice_logits
 
 RECON_MODES = ("masked", "unmasked")
 

@@ -1,4 +1,4 @@
-"""Block masking on a patch grid for masked image modelling (MAE, SimMIM).
+"""Block masking on a patch grid for masked image modelling (MAE, SimMIM), and applying a voxel mask.
 
 Blockwise masking as in BEiT (Bao et al., ICLR 2022), on 2D or 3D grids;
 the count of masked patches is exact (``round(ratio * N)``) so that every
@@ -8,9 +8,10 @@ sample of a batch keeps the same number of visible patches, as MAE needs
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 
 def block_mask(
@@ -45,3 +46,10 @@ def block_mask(
         on = np.flatnonzero(flat)
         flat[rng.choice(on, size=extra, replace=False)] = False
     return mask
+
+
+def apply_mask(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Hidden voxels set to 0 (``mask [B, 1, *S]`` True = hidden); ``mask=None`` returns ``x``."""
+    if mask is None:
+        return x
+    return x.masked_fill(mask.to(torch.bool).expand_as(x), 0.0)

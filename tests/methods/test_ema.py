@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from medssl.methods.ema import ema_update, frozen_copy
-from medssl.methods.unimiss_common import trains_on
+from medssl.methods.unimiss_base import trains_on
 
 
 def _net():

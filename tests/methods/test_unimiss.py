@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
-from medssl.losses.dino_loss import dino_loss
-from medssl.methods.unimiss_common import param_path, recon_mse, slice_logits, view_pairs_loss
+from medssl.backbones.mit_layers import param_path
+from medssl.losses.dino_loss import dino_loss, view_pairs_loss
+from medssl.losses.recon_mse import recon_mse
+from medssl.methods.unimiss_base import slice_logits
 from medssl.registry import BACKBONES, METHODS
 
 CT = (16, 64, 32)  # the smallest sizes whose deepest stage keeps > 1 position (instance norm)
