@@ -2,7 +2,7 @@
 
 Each method is pretrained from the same prepared patch set under the same
 wall-clock budget (``trainer.time_budget_s``), then every encoder is scored
-with the DrasCLR tasks of :mod:`medssl.eval.drasclr_tasks` (fixed hash split,
+with the DrasCLR tasks of :mod:`medssl.methods.drasclr_eval` (fixed hash split,
 3 seeds, mean +- sd): severity macro AUC (linear probe on mean-pooled patient
 features; the other poolings are in the full table), survival C-index (Cox
 on mean-pooled features) and dense emphysema Dice. "MoCo without location
@@ -87,7 +87,7 @@ def main() -> None:
 
     from medssl.anatomy.patch_source import AnatomicalPatchSource
     from medssl.config import load_config
-    from medssl.eval import drasclr_tasks as D
+    from medssl.methods import drasclr_eval as D
     from medssl.eval.splits import describe_split_rule
     from medssl.eval.tables import write_results
     from medssl.eval.data import load_eval_data

@@ -135,7 +135,10 @@ SOURCES = Registry(
         "medssl.drr.source",
     ],
 )
-TASKS = Registry("task", modules=["medssl.eval", "medssl.eval.mit_seg", "medssl.eval.t3d_tasks", "medssl.eval.drasclr_tasks"])
+#: The generic tasks (``medssl.eval``) and the method-specific ones, registered beside their method
+#: (``medssl/methods/<family>_eval.py``); the evaluation reaches the latter only through this list.
+TASKS = Registry("task", modules=["medssl.eval", "medssl.methods.unimiss_eval", "medssl.methods.t3d_eval",
+                                  "medssl.methods.drasclr_eval"])
 #: Method name -> the family's :class:`~medssl.methods.base.EvalAdapter` (what evaluation asks of its checkpoints).
 EVAL_ADAPTERS = Registry("eval_adapter", modules=["medssl.methods.unimiss_eval"])
 

@@ -3,6 +3,11 @@
 Every ``import`` / ``from ... import`` in medssl's source, at module level or
 inside a function, is read with ``ast`` and resolved to a ``medssl.<package>``
 name; the table lists, for each package, the packages it must not import.
+
+A method family's evaluation module, ``medssl/methods/<family>_eval.py``, is
+the one place that imports both methods and eval (its tasks and adapter use
+the harness); the evaluation reaches it only by name, through the module
+lists of ``medssl/registry.py``, so ``eval`` never imports ``methods``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ FORBIDDEN: Dict[str, Tuple[str, ...]] = {
     "losses": ("methods", "train", "eval"),
     "views": ("methods", "train", "eval"),
     "methods": ("train", "eval"),
+    "eval": ("methods",),
+}
+
+#: files exempt from a rule: ``(layer, forbidden layer) -> glob`` under the layer's folder
+EXEMPT: Dict[Tuple[str, str], str] = {
+    ("methods", "eval"): "*_eval.py",
 }
 
 
@@ -68,11 +79,40 @@ def test_the_resolver_reads_relative_and_nested_imports(tmp_path):
     assert _layer("medssl.eval.knn") == "eval" and _layer("torch.nn") == ""
 
 
+def _exempt(path: Path, layer: str, target: str) -> bool:
+    pattern = EXEMPT.get((layer, target))
+    return pattern is not None and path.match(pattern) and path.parent == ROOT / layer
+
+
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layer_imports_nothing_downstream(layer):
     bad = []
     for path in sorted((ROOT / layer).rglob("*.py")):
         for line, mod in imported_modules(path):
-            if _layer(mod) in FORBIDDEN[layer]:
+            target = _layer(mod)
+            if target in FORBIDDEN[layer] and not _exempt(path, layer, target):
                 bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports {mod}")
     assert not bad, "imports against the data flow:\n" + "\n".join(bad)
+
+
+def _eval_modules() -> List[str]:
+    return sorted(f"medssl.methods.{p.stem}" for p in (ROOT / "methods").glob("*_eval.py"))
+
+
+def test_only_the_registry_reaches_a_method_evaluation_module():
+    """A method's ``*_eval`` module is imported by no other module of medssl (pretraining never pulls in eval)."""
+    evals = set(_eval_modules())
+    assert evals
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for line, mod in imported_modules(path):
+            if any(mod == e or mod.startswith(e + ".") for e in evals):
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports {mod}")
+    assert not bad, "a method evaluation module is imported directly:\n" + "\n".join(bad)
+
+
+def test_the_registry_lists_every_method_evaluation_module():
+    from medssl.registry import EVAL_ADAPTERS, TASKS
+
+    listed = set(TASKS._modules) | set(EVAL_ADAPTERS._modules)
+    assert set(_eval_modules()) <= listed

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medssl import normalisation as N
-from medssl.eval.mit_seg import to_model_range
+from medssl.methods.unimiss_eval import to_model_range
 
 CACHE = {"kind": "ct_window", "window": [-1024.0, 3071.0]}
 UNIMISS = {"kind": "hu_scale", "divisor": 1024.0}

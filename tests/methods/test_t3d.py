@@ -138,7 +138,7 @@ def test_bad_arguments_are_config_errors():
 def test_checkpoint_round_trip(tmp_path):
     from medssl.checkpoint import save_release
     from medssl.eval.models import from_checkpoint
-    from medssl.eval.t3d_tasks import load_t3d
+    from medssl.methods.t3d_eval import load_t3d
 
     m = tiny_t3d()
     batch = batch_for(m)

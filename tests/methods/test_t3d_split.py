@@ -161,7 +161,7 @@ def _with_sidecar(ckpt, tmp_path, **data):
 def test_eval_rows_flag_pairs_seen_in_pretraining(cohort, run, tmp_path):
     from medssl.eval.data import load_eval_data
     from medssl.eval.models import baseline_for, from_checkpoint
-    from medssl.eval.t3d_tasks import pairs_seen, report_retrieval_task, zero_shot_task
+    from medssl.methods.t3d_eval import pairs_seen, report_retrieval_task, zero_shot_task
     from medssl.eval.tasks import EvalSettings
 
     _, manifest, cache = cohort

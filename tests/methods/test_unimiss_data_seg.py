@@ -81,7 +81,7 @@ def test_views_shapes_masks_determinism_and_drr_pairs():
 
 
 def test_mit_segnet_shapes_deep_supervision_and_pretrained_encoder():
-    from medssl.eval.mit_seg import MiTSegNet, deep_supervision_loss
+    from medssl.methods.unimiss_eval import MiTSegNet, deep_supervision_loss
     from medssl.registry import BACKBONES
 
     torch.manual_seed(0)

@@ -37,15 +37,15 @@ import torch
 from ..anatomy import patient as P
 from ..anatomy.dense_map import block_fractions, dice, load_geometry, paint_blocks, read_label_on_grid, soft_dice
 from ..errors import DataError
-from .data import EvalData
-from .linear_probe import LinearProbeClassifier, RidgeProbe
-from .metrics import classification_report
-from .models import ModelSpec
-from .regression import regression_report
-from .splits import label_subset
-from .survival import CoxProbe, concordance_index
-from .paired import CASES_KEY
-from .tasks import EvalSettings, _row, cases, register_task, split, sweep_name
+from ..eval.data import EvalData
+from ..eval.linear_probe import LinearProbeClassifier, RidgeProbe
+from ..eval.metrics import classification_report
+from ..eval.models import ModelSpec
+from ..eval.regression import regression_report
+from ..eval.splits import label_subset
+from ..eval.survival import CoxProbe, concordance_index
+from ..eval.paired import CASES_KEY
+from ..eval.tasks import EvalSettings, _row, cases, register_task, split, sweep_name
 
 Row = Dict[str, Any]
 TARGETS = {"patient_classification": "severity", "patient_regression": "lung_function",

@@ -12,7 +12,7 @@ from medssl.anatomy.patch_source import AnatomicalPatchSource
 from medssl.anatomy.prepare import load_grid
 from medssl.anatomy.registration import load_result
 from medssl.errors import DataError
-from medssl.eval import drasclr_tasks as D
+from medssl.methods import drasclr_eval as D
 from medssl.eval.data import load_eval_data
 from medssl.eval.models import baseline_for, random_init
 from medssl.eval.tasks import EvalSettings

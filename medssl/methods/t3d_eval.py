@@ -37,14 +37,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .data import EvalData
-from .features import extract_features, sliding_patches
-from .models import ModelSpec
-from .paired import CASES_KEY
-from .retrieval import bidirectional_recall, retrieval_ranks
-from .tasks import EvalSettings, cases, register_task, split
-from .metrics import binary_auc
-from .zero_shot import RidgeAlign, dataset_findings, zero_shot_scores
+from ..eval.data import EvalData
+from ..eval.features import extract_features, sliding_patches
+from ..eval.models import ModelSpec
+from ..eval.paired import CASES_KEY
+from ..eval.retrieval import bidirectional_recall, retrieval_ranks
+from ..eval.tasks import EvalSettings, cases, register_task, split
+from ..eval.metrics import binary_auc
+from ..eval.zero_shot import RidgeAlign, dataset_findings, zero_shot_scores
 
 TEXT_METHODS = ("t3d",)
 

@@ -47,7 +47,7 @@ def release(tmp_path):
 
 
 def test_mit_plus_finetune_starts_from_the_checkpoint_decoder(release):
-    from medssl.eval.mit_seg import MiTPlusSegNet, finetune_mit_segmentation
+    from medssl.methods.unimiss_eval import MiTPlusSegNet, finetune_mit_segmentation
     from medssl.eval.models import baseline_for, from_checkpoint
 
     path, decoder = release
@@ -67,7 +67,7 @@ def test_mit_plus_finetune_starts_from_the_checkpoint_decoder(release):
 
 
 def test_mit_plus_finetune_trains_a_few_steps_with_the_harness_schedule():
-    from medssl.eval.mit_seg import MiTPlusSegNet, finetune_mit_segmentation
+    from medssl.methods.unimiss_eval import MiTPlusSegNet, finetune_mit_segmentation
     from medssl.registry import BACKBONES
 
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def test_mit_plus_finetune_trains_a_few_steps_with_the_harness_schedule():
 
 
 def test_mit_patch_is_the_data_sized_patch_on_the_decoder_grid():
-    from medssl.eval.mit_seg import mit_patch_size
+    from medssl.methods.unimiss_eval import mit_patch_size
     from medssl.registry import BACKBONES
 
     plus = BACKBONES.build("mit_plus", **SMALL)
