@@ -88,7 +88,7 @@ def main() -> None:
     from medssl.anatomy.patch_source import AnatomicalPatchSource
     from medssl.config import load_config
     from medssl.methods import drasclr_eval as D
-    from medssl.eval.splits import describe_split_rule
+    from medssl.splits import describe_split_rule
     from medssl.eval.tables import write_results
     from medssl.eval.data import load_eval_data
     from medssl.eval.models import baseline_for, from_checkpoint

@@ -26,6 +26,7 @@ FORBIDDEN: Dict[str, Tuple[str, ...]] = {
     "drr": ("synth", "eval", "train", "methods"),
     "io": ("synth", "drr", "views", "backbones", "heads", "losses", "methods", "train", "eval"),
     "synth": ("eval", "train", "methods"),
+    "data": ("views", "backbones", "heads", "losses", "methods", "train", "eval"),
     "backbones": ("methods", "train", "eval"),
     "heads": ("methods", "train", "eval"),
     "losses": ("methods", "train", "eval"),

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         from ..eval.data import load_eval_data
         from ..eval.features import FEATURE_MODES
         from ..eval.models import resolve
-        from ..eval.splits import SPLIT_RULES
+        from ..splits import SPLIT_RULES
         from ..eval.tasks import EvalSettings
         from ..registry import TASKS
 

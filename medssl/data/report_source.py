@@ -15,12 +15,11 @@ else ``manifest.jsonl`` next to the cache folder, which is where
 Only the train split's reports, by default (``report_split="train"``): the
 evaluation's ``report_retrieval`` and ``zero_shot`` score (volume, report)
 pairs of the test split, so pretraining on those reports would score pairs the
-model was trained to match. The split is the evaluation's own
-(:func:`eval_split` calls :func:`medssl.eval.data.load_eval_data` and
-:func:`medssl.eval.tasks.split`, rule ``report_split_rule`` with
-``report_train_share``), so the two cannot disagree; cases the evaluation never
-scores (``split: unpaired``, or no ``split`` value under rule ``manifest``) are
-kept. ``report_split="all"`` reads every report and warns. The choice is
+model was trained to match. The split is the evaluation's own: both select
+the cases and split them through :mod:`medssl.splits` (:func:`eval_split`,
+rule ``report_split_rule`` with ``report_train_share``), so the two cannot
+disagree; cases the evaluation never scores (``split: unpaired``, or no
+``split`` value under rule ``manifest``) are kept. ``report_split="all"`` reads every report and warns. The choice is
 recorded in the checkpoint sidecar (``data.report_split`` and friends), and the
 evaluation flags its rows with ``pairs_seen_in_pretraining``. Every report
 is parsed and embedded once, at construction, through the on-disk
@@ -41,6 +40,7 @@ import torch
 from ..errors import DataError
 from ..preprocess.cache import Cache
 from ..registry import SOURCES
+from ..splits import describe_split_rule, evaluated_cases, split_cases
 from .base import DTYPES, CacheSource, check_dtype, check_size, pad_to, random_start
 
 
@@ -71,29 +71,27 @@ def eval_split(manifest: Union[str, Path], cache: Union[Cache, str, Path], *, ru
                train_share: float = 0.75) -> Tuple[List[str], List[str]]:
     """``(train_ids, test_ids)`` of the volumes of ``manifest``, exactly as ``medssl evaluate`` splits them.
 
-    The same calls as the evaluation of a 3D checkpoint on ``manifest`` and
-    ``cache``: :func:`~medssl.eval.data.load_eval_data` (ids, manifest ``split``
-    values, patient groups) and :func:`medssl.eval.tasks.split` with
-    ``EvalSettings(split_rule=rule, train_share=train_share)``. A cohort too
-    small to evaluate (fewer than 2 train or test cases) still gets its split
-    from the same :func:`~medssl.eval.splits.train_test_split` call.
+    The evaluation of a 3D checkpoint on ``manifest`` and ``cache`` takes the
+    cases :func:`medssl.splits.evaluated_cases` selects (each one in the
+    cache) and splits them with :func:`medssl.splits.split_cases`
+    (ids, manifest ``split`` values, patient groups) under ``rule`` and
+    ``train_share``; so does this. A cohort too small to evaluate (fewer than
+    2 train or test cases) still gets its split, holding out its test cases.
     """
-    from ..eval.data import load_eval_data
-    from ..eval.splits import train_test_split
-    from ..eval.tasks import EvalSettings, split
+    from ..preprocess.inputs import load_cases
 
-    path = cache.path if isinstance(cache, Cache) else Path(cache)
+    manifest = Path(manifest)
     try:
-        data = load_eval_data(manifest, cache=path, spatial_dims=3, strict=True)
+        if not manifest.is_file():
+            raise DataError(manifest, "manifest not found")
+        records = load_cases(manifest, check_files=False)
+        c = cache if isinstance(cache, Cache) else Cache(cache)
+        cases, _ = evaluated_cases(records, 3, strict=True, source=manifest, cache=c)
     except DataError as exc:
         raise DataError(exc.path, f"{exc.problem}; the train split of the reports is the evaluation's split of this "
                                   "manifest and cache (set data.report_manifest to the manifest you will evaluate on, "
                                   "or data.report_split=all)") from None
-    try:
-        return split(data, EvalSettings(split_rule=rule, train_share=train_share))
-    except DataError:  # too few cases to evaluate: the evaluation refuses this cohort, the split still holds out its test cases
-        return train_test_split(data.ids, rule=rule, train_share=train_share, splits=[data.splits.get(i) for i in data.ids],
-                                groups=[data.groups.get(i) for i in data.ids])
+    return split_cases(cases, rule=rule, train_share=train_share)
 
 
 @SOURCES.register("reports")
@@ -156,8 +154,6 @@ class ReportCropSource(CacheSource):
         self.dtype = check_dtype(dtype)
         if report_split not in REPORT_SPLITS:
             raise ValueError(f"report_split: expected one of {', '.join(REPORT_SPLITS)}, got {report_split!r}")
-        from ..eval.splits import describe_split_rule
-
         describe_split_rule(report_split_rule)  # validates the rule's name
         if not 0 < float(report_train_share) < 1:
             raise ValueError(f"report_train_share: must lie in (0, 1), got {report_train_share}")

@@ -1,9 +1,11 @@
 """Evaluation harness: frozen-feature probes, fine-tuning, survival, retrieval, label efficiency.
 
-Importing this package registers the evaluation tasks in :data:`medssl.registry.TASKS`
+Importing this package registers the generic evaluation tasks in :data:`medssl.registry.TASKS`
 (``classification``, ``regression``, ``survival``, ``segmentation``,
-``retrieval``, ``label_efficiency``). :func:`compare` evaluates several
-checkpoints and the random-initialisation baseline into one table.
+``label_efficiency``); a method family's own tasks register from its
+``medssl/methods/<family>_eval.py``, which the registry lists.
+:func:`compare` evaluates several checkpoints and the random-initialisation
+baseline into one table.
 """
 
 from . import knn  # noqa: F401

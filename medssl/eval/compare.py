@@ -20,7 +20,7 @@ from ..normalisation import needs_conversion
 from .data import EvalData, load_eval_data
 from .inputs import describe_input
 from .models import ModelSpec, baseline_for, resolve
-from .splits import describe_split_rule
+from ..splits import describe_split_rule
 from .tables import write_results
 from .tasks import EvalSettings, primary_metric
 

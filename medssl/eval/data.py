@@ -17,8 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError, DataError
-
-VOLUME_MODALITIES = ("ct", "mr")
+from ..splits import evaluated_cases
 
 
 @dataclass
@@ -122,7 +121,7 @@ def load_eval_data(
     ``spatial_dims`` is the preferred kind: a manifest without any case of
     it gives the other kind (the harness then runs a checkpoint on that path
     if its backbone has one, or says it cannot), unless ``strict``. None:
-    volumes when there are any, else X-rays.
+    volumes when there are any, else X-rays (:func:`medssl.splits.evaluated_cases`).
     """
     from ..preprocess import Cache
     from ..preprocess.inputs import load_cases
@@ -139,22 +138,7 @@ def load_eval_data(
         cache = Path(out) / "cache"
         preprocess_manifest(manifest, cache, progress=False)
     c = Cache(cache)
-    # unpaired images are for pretraining only: never evaluated
-    cases = [cs for cs in cases if getattr(cs, "split", None) != "unpaired"]
-    have = {d: [cs for cs in cases if (cs.modality in VOLUME_MODALITIES) == (d == 3)] for d in (2, 3)}
-    if spatial_dims is None:
-        spatial_dims = 3 if have[3] else 2
-    elif spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims: 2 (X-rays) or 3 (CT/MR volumes), got {spatial_dims}")
-    elif not have[spatial_dims] and not strict and have[5 - spatial_dims]:
-        spatial_dims = 5 - spatial_dims
-    wanted = have[spatial_dims]
-    if not wanted:
-        kind = "CT/MR volumes" if spatial_dims == 3 else "X-rays"
-        raise DataError(manifest, f"no {kind} in the manifest for a {spatial_dims}D checkpoint")
-    absent = [cs.id for cs in wanted if cs.id not in c]
-    if absent:
-        raise DataError(Path(cache), f"{len(absent)} manifest cases are not in the cache (first: {absent[0]}); run `medssl preprocess`")
+    wanted, spatial_dims = evaluated_cases(cases, spatial_dims, strict=strict, source=manifest, cache=c)
     ids = [str(cs.id) for cs in wanted]
     metas = {str(cs.id): dict(cs.meta or {}) for cs in wanted}
     reports: Dict[str, str] = {}

@@ -3,7 +3,7 @@
 A task is ``run(model: ModelSpec, data: EvalData, settings: EvalSettings) ->
 list[row]``; a row is a flat dict with ``model, task, protocol, target,
 label_fraction, n_labelled, seed`` and the metric values of one seed. The
-train/test split comes from :mod:`medssl.eval.splits`; each seed changes the
+train/test split comes from :mod:`medssl.splits`; each seed changes the
 labelled subset of the train split and the initialisation of the head (and,
 for the random baseline, of the encoder).
 
@@ -34,7 +34,8 @@ from .paired import CASES_KEY
 from .models import ModelSpec
 from .regression import regression_report
 from .segmentation import SegFinetuneConfig, evaluate_segmentation, finetune_patch_size, finetune_segmentation
-from .splits import label_subset, train_test_split
+from ..splits import train_test_split
+from .splits import label_subset
 from .survival import CoxProbe, concordance_index
 
 Row = Dict[str, Any]

@@ -1,5 +1,5 @@
 from medssl.eval.data import load_eval_data
-from medssl.eval.splits import train_test_split
+from medssl.splits import train_test_split
 
 
 def test_xray_evaluation_leaves_out_unpaired_images_and_groups_views_by_patient(tiny_cohort):

@@ -5,7 +5,8 @@ import pytest
 
 from medssl.eval.linear_probe import LinearProbeClassifier, RidgeProbe
 from medssl.eval.metrics import roc_auc
-from medssl.eval.splits import label_subset, n_labelled, train_test_split
+from medssl.eval.splits import label_subset, n_labelled
+from medssl.splits import train_test_split
 
 
 def test_logistic_probe_recovers_signal_and_picks_c_on_train():

@@ -42,7 +42,7 @@ def cohort(tmp_path_factory):
     differs from a case-level one), marks synth_0011 ``unpaired`` (never
     evaluated) and adds ``test`` splits.
     """
-    from medssl.eval.splits import train_test_split
+    from medssl.splits import train_test_split
     from medssl.preprocess import preprocess_manifest
     from medssl.synth import generate_cohort
 
