@@ -177,7 +177,7 @@ def from_checkpoint(path: str | Path, *, name: Optional[str] = None, patch_size:
         return copy.deepcopy(backbone)
 
     meta = dict(meta)
-    meta["checkpoint"] = str(path)  # the full release checkpoint (T3D's native protocol rebuilds its heads from it)
+    meta["checkpoint"] = str(path)  # the full release checkpoint (a method's own tasks may rebuild its heads from it)
     return ModelSpec(
         name=name or str(meta.get("method") or Path(path).stem), build=build, patch_size=patch_for_dims(meta, dims, patch_size),
         spatial_dims=dims, pretrained=True, backbone_name=str(bb.get("name")), backbone_kwargs=dict(bb.get("kwargs") or {}),

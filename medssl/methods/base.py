@@ -100,9 +100,10 @@ class EvalAdapter:
     """What a method family tells the generic evaluation about its release checkpoints.
 
     A family registers one in :data:`medssl.registry.EVAL_ADAPTERS` under each
-    of its method names, from a module beside the method; the harness looks
-    it up by the checkpoint's recorded method and calls it, so the generic
-    evaluation code names no method. Every hook has a neutral default.
+    of its method names, from its evaluation module beside the method
+    (``medssl/methods/<family>_eval.py``, listed in the registry); the harness
+    looks it up by the checkpoint's recorded method and calls it, so the
+    generic evaluation code names no method. Every hook has a neutral default.
     """
 
     def patch_size(self, meta: Mapping[str, Any], dims: int) -> Optional[Tuple[int, ...]]:
