@@ -18,8 +18,6 @@ from . import kernels
 
 MODES = ("siddon", "trilinear")
 DEFAULT_TILE = 1 << 16
-#: Rays are grouped by the cell of ORDER_BLOCK x ORDER_BLOCK voxels they pass through (see kernels.ray_order).
-ORDER_BLOCK = 8
 
 
 def check_affine(voxel_to_world: np.ndarray, name: str = "voxel_to_world") -> np.ndarray:
@@ -205,7 +203,7 @@ class Projector:
         for lo in range(0, tgt.shape[0], self.tile):
             hi = min(lo + self.tile, tgt.shape[0])
             s, t = (src if src.shape[0] == 1 else src[lo:hi]), tgt[lo:hi]
-            order = kernels.ray_order(vol.m, s, t, vol.shape, ORDER_BLOCK)
+            order = kernels.ray_strips(vol.m, s, t, vol.shape, vol.strides)
             if mode == "siddon":
                 fn = kernels.siddon if self.parallel else kernels.siddon_serial
                 fn(vol.vol, vol.strides, vol.shape, 0, vol.m, s, t, vmap, lut, order, out[lo:hi])

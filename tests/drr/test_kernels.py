@@ -278,3 +278,20 @@ def test_renderer_reads_tensors_and_float16_caches_in_place():
         crop, aff @ shift, np.random.default_rng(0), hu_window=(0.0, 1024.0))
     ref_crop = renderer(np.ascontiguousarray(hu[1:, 2:, :]), aff @ shift, np.random.default_rng(0))
     assert np.allclose(from_crop["line_integrals"], ref_crop["line_integrals"], rtol=1e-5, atol=1e-6)
+
+
+def test_ray_strips_follow_the_smaller_stride():
+    """Rays come strip by strip (one voxel of the larger-stride axis), ordered along the smaller stride."""
+    aff = np.eye(4)
+    src, tgt = pose_rays(Pose(view="pa", rotation=(0.0, 0.0, 4.0), size=(24, 20), spacing=(0.7, 0.7), sod=100.0,
+                              sdd=160.0), (16, 16, 16), aff)
+    inv = np.ascontiguousarray(np.linalg.inv(aff)[:3])
+    mid = src[0] + (tgt - src[0]) * ((7.5 - src[0, 1]) / (tgt[:, 1] - src[0, 1]))[:, None]  # main axis: y
+    vox = np.floor(mid + 0.5).astype(int)
+    for strides, fast, slow in ((np.array([256, 16, 1]), 2, 0), (np.array([1, 16, 256]), 0, 2)):
+        order = kernels.ray_strips(inv, src, tgt, np.array([16, 16, 16]), strides)
+        assert np.array_equal(np.sort(order), np.arange(tgt.shape[0]))
+        strip, along = vox[order, slow], vox[order, fast]
+        assert np.all(np.diff(strip) >= 0)  # one strip after another
+        same = np.diff(strip) == 0
+        assert np.all(np.diff(along)[same] >= 0) and same.sum() > 0.8 * len(order)
