@@ -5,8 +5,8 @@ covering ``[i-0.5, i+0.5) x [j-0.5, j+0.5) x [k-0.5, k+0.5)``; a ray is the
 segment ``p(a) = s + a (t - s)``, ``a`` in [0, 1]; the result is the line
 integral in world mm along the segment, zero where it misses the volume.
 
-The rendering kernels (:func:`siddon`, :func:`siddon_serial`,
-:func:`trilinear`, :func:`trilinear_serial`) read the volume where it lies:
+The rendering kernels (:func:`siddon_serial`, :func:`trilinear_serial`)
+read the volume where it lies:
 
 - ``vol`` is a 1D view over the volume's memory and ``strides`` the element
   strides of its three axes (any order, so a transposed or cropped array
@@ -36,8 +36,10 @@ Trilinear mode: midpoint-rule integration of the trilinear interpolant of
 the mapped density (edge values repeated out to the volume's boundary
 planes) with a fixed step in mm.
 
-The parallel variants split the rays over numba threads (``prange``); the
-``*_serial`` variants run in the calling thread, for DataLoader workers.
+The kernels run in the calling thread and release the GIL; parallel
+rendering hands chunks of the ray sequence to helper threads
+(:mod:`medssl.drr.pool`) rather than splitting the rays evenly with
+``prange``, whose call lasts as long as its slowest thread.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 _EPS_DIR = 1e-12
@@ -318,21 +320,14 @@ def _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut):
                                  s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap, lut)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
-def siddon(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
-    """Exact line integrals of rays ``src -> tgt[r]`` (world mm) into ``out`` (R,), numba threads.
+@njit(parallel=False, fastmath=False, cache=True, nogil=True)
+def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
+    """Exact line integrals of the rays ``order`` (``src -> tgt[r]``, world mm) into ``out[r]``, in this thread.
 
     Rays are taken in the sequence ``order`` (:func:`ray_strips`), so that
-    rays that read the same cache lines run one after another.
+    rays that read the same cache lines run one after another; the GIL is
+    released (:mod:`medssl.drr.pool` runs chunks of ``order`` in helper threads).
     """
-    for t in prange(order.shape[0]):
-        r = order[t]
-        out[r] = _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut)
-
-
-@njit(parallel=False, fastmath=False, cache=True)
-def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
-    """Single-threaded :func:`siddon`."""
     for t in range(order.shape[0]):
         r = order[t]
         out[r] = _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut)
@@ -387,17 +382,9 @@ def _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap,
     return acc * da * length
 
 
-@njit(parallel=True, fastmath=False, cache=True)
-def trilinear(vol, strides, shape, offset, m, src, tgt, step_mm, vmap, lut, order, out):
-    """Trilinear line integrals with a step of ``step_mm`` world mm into ``out`` (R,), numba threads."""
-    for t in prange(order.shape[0]):
-        r = order[t]
-        out[r] = _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap, lut)
-
-
-@njit(parallel=False, fastmath=False, cache=True)
+@njit(parallel=False, fastmath=False, cache=True, nogil=True)
 def trilinear_serial(vol, strides, shape, offset, m, src, tgt, step_mm, vmap, lut, order, out):
-    """Single-threaded :func:`trilinear`."""
+    """Trilinear line integrals with a step of ``step_mm`` world mm of the rays ``order`` into ``out[r]``, in this thread."""
     for t in range(order.shape[0]):
         r = order[t]
         out[r] = _trilinear_world(vol, strides, shape, offset, m, src, tgt, r, step_mm, vmap, lut)

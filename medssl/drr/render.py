@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import kernels
+from . import kernels, pool
 
 MODES = ("siddon", "trilinear")
 DEFAULT_TILE = 1 << 16
@@ -205,11 +205,16 @@ class Projector:
             s, t = (src if src.shape[0] == 1 else src[lo:hi]), tgt[lo:hi]
             order = kernels.ray_strips(vol.m, s, t, vol.shape, vol.strides)
             if mode == "siddon":
-                fn = kernels.siddon if self.parallel else kernels.siddon_serial
-                fn(vol.vol, vol.strides, vol.shape, 0, vol.m, s, t, vmap, lut, order, out[lo:hi])
+                def fn(rays, dest, s=s, t=t):
+                    kernels.siddon_serial(vol.vol, vol.strides, vol.shape, 0, vol.m, s, t, vmap, lut, rays, dest)
             else:
-                fn = kernels.trilinear if self.parallel else kernels.trilinear_serial
-                fn(vol.vol, vol.strides, vol.shape, 0, vol.m, s, t, float(step), vmap, lut, order, out[lo:hi])
+                def fn(rays, dest, s=s, t=t):
+                    kernels.trilinear_serial(vol.vol, vol.strides, vol.shape, 0, vol.m, s, t, float(step), vmap, lut,
+                                             rays, dest)
+            if self.parallel:
+                pool.run_chunks(fn, order, out[lo:hi])
+            else:
+                fn(order, out[lo:hi])
         return out
 
 
