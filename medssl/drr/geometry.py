@@ -148,8 +148,11 @@ def pose_rays(pose: Pose, shape: Sequence[int], voxel_to_world: np.ndarray) -> T
     iso = volume_center(shape, voxel_to_world) + trans
     det = iso + (sdd - sod) * w
     h, wd = int(size[0]), int(size[1])
-    rr, cc = np.meshgrid(np.arange(h) - (h - 1) / 2.0, np.arange(wd) - (wd - 1) / 2.0, indexing="ij")
-    target = det + (cc.ravel() * spacing[1])[:, None] * u + (rr.ravel() * spacing[0])[:, None] * v
+    # one row of column offsets and one column of row offsets, broadcast (the same sums, in the same order,
+    # as offsets per pixel)
+    cols = ((np.arange(wd) - (wd - 1) / 2.0) * spacing[1])[:, None] * u
+    rows = ((np.arange(h) - (h - 1) / 2.0) * spacing[0])[:, None] * v
+    target = ((det + cols)[None] + rows[:, None]).reshape(h * wd, 3)
     if pose.parallel:
         return target - sdd * w, target
     source = (iso - sod * w)[None]

@@ -117,8 +117,11 @@ def window(image: np.ndarray, *, low: Optional[float] = None, high: Optional[flo
     a = np.asarray(image, dtype=np.float64)
     if bits not in (None, 8, 16):
         raise ValueError(f"bits: must be 8, 16 or None, got {bits}")
-    lo = float(np.percentile(a, percentiles[0])) if low is None else float(low)
-    hi = float(np.percentile(a, percentiles[1])) if high is None else float(high)
+    if low is None and high is None:  # both percentiles from one partition of the image
+        lo, hi = (float(x) for x in np.percentile(a, [percentiles[0], percentiles[1]]))
+    else:
+        lo = float(np.percentile(a, percentiles[0])) if low is None else float(low)
+        hi = float(np.percentile(a, percentiles[1])) if high is None else float(high)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("low/high: window bounds must be finite")
     scaled = np.clip((a - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(a)
