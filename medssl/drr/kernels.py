@@ -280,19 +280,21 @@ def _siddon_runs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2,
     if abs(dq) + abs(dr) > STEEP * abs(dp):
         return _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr,
                              ((ip + 0.5 * gp) - sp) * inv_p, aq, ar, full, step_q, step_r, vmap, lut)
-    acc = 0.0
+    acc = 0.0  # partial voxels at the ends of runs
+    runs = 0.0  # whole main-axis voxels, times ``full`` at the end
+    a_plane = ((ip + 0.5 * gp) - sp) * inv_p  # the next main-axis plane
     while True:
         a_ev = min(min(aq, ar), a_end)  # next crossing of q or r, or the exit
         ie = min(max(int(math.floor(sp + a_ev * dp + 0.5)), 0), np_ - 1)  # main-axis voxel there
         n = (ie - ip) * gp
         if n > 0:
             # the rest of the current voxel, n - 1 whole main-axis voxels, the start of voxel ie
-            a_first = ((ip + 0.5 * gp) - sp) * inv_p
-            acc += (a_first - a_cur) * _value(vol, pos, vmap, lut)
-            acc += _run_sum(vol, pos + fp, fp, n - 1, vmap, lut) * full
+            acc += (a_plane - a_cur) * _value(vol, pos, vmap, lut)
+            runs += _run_sum(vol, pos + fp, fp, n - 1, vmap, lut)
             pos += n * fp
             ip = ie
-            a_cur = ((ip - 0.5 * gp) - sp) * inv_p
+            a_cur = a_plane + (n - 1) * full
+            a_plane = a_cur + full
         acc += (a_ev - a_cur) * _value(vol, pos, vmap, lut)
         a_cur = a_ev
         if a_ev >= a_end:
@@ -305,7 +307,7 @@ def _siddon_runs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2,
         pos += fq if take_q else fr
         aq += step_q if take_q else 0.0
         ar += 0.0 if take_q else step_r
-    return acc
+    return acc + runs * full
 
 
 @njit(cache=True, inline="always")
@@ -320,7 +322,7 @@ def _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut):
                                  s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap, lut)
 
 
-@njit(parallel=False, fastmath=False, cache=True, nogil=True)
+@njit(parallel=False, fastmath={"contract"}, cache=True, nogil=True)
 def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, out):
     """Exact line integrals of the rays ``order`` (``src -> tgt[r]``, world mm) into ``out[r]``, in this thread.
 
