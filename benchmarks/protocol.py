@@ -38,7 +38,7 @@ from pathlib import Path
 
 from medssl.demo import FROZEN, DemoSettings, Eval, Stage, run_demo
 
-SEG = Eval(("segmentation",), None, 3, {"seg_overlap": 0.0})  # the harness's calibrated fine-tuning (400 steps)
+SEG = Eval(("segmentation",), None, 3, {"seg_overlap": 0.0})  # the harness's calibrated fine-tuning (800 steps)
 #: The same on one labelled subset (seed 0): about 14 min per model on one loaded CPU thread instead of 42
 SEG_SEED0 = Eval(("segmentation",), None, 3, {"seg_overlap": 0.0, "seeds": (0,)})
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)

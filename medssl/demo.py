@@ -51,11 +51,11 @@ class Stage:
 FROZEN = {"finetune_classification": False}
 SEVERITY = Eval(("classification",), "severity", 3, FROZEN)
 #: A short segmentation fine-tune for the demo (one seed, 60 steps, a smaller data-sized patch): about a minute on
-#: two cores. It shows the flow and the paired delta; the calibrated harness (400 steps) is benchmarks/protocol.py's.
+#: two cores. It shows the flow and the paired delta; the calibrated harness (800 steps) is benchmarks/protocol.py's.
 DEMO_SEG = {"seg_steps": 60, "seg_overlap": 0.0, "seg_max_patch_voxels": 48 * 48 * 64, "seeds": (0,)}
 
 DEMO_NOTE = ("Segmentation here is a short fine-tune (seed 0, 60 steps) that shows the flow; the calibrated harness "
-             "(400 steps, docs/benchmarks.md) is what benchmarks/protocol.py runs.")
+             "(800 steps, docs/benchmarks.md) is what benchmarks/protocol.py runs.")
 
 STAGES: List[Stage] = [
     Stage("simclr", "simclr_tiny", (Eval(("segmentation",), None, 3, DEMO_SEG), SEVERITY)),

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         target: Optional[str] = typer.Option(None, "--target", help="manifest meta key to predict (default per task: severity, emphysema_pct, survival_time)"),
         sweep_task: str = typer.Option("classification", "--sweep-task", help="task the label-efficiency sweep runs"),
         fractions: str = typer.Option("0.05,0.1,0.25,0.5,1.0", "--fractions", help="label fractions of the sweep"),
-        seg_steps: Optional[int] = typer.Option(None, "--seg-steps", help="segmentation fine-tuning steps (default: the harness's calibrated 400)"),
+        seg_steps: Optional[int] = typer.Option(None, "--seg-steps", help="segmentation fine-tuning steps (default: the harness's calibrated 800)"),
         cls_steps: Optional[int] = typer.Option(None, "--cls-steps", help="classification fine-tuning steps (default: 100)"),
         no_finetune: bool = typer.Option(False, "--no-finetune", help="classification: frozen probes only"),
         patch_size: Optional[str] = typer.Option(None, "--patch-size", help="override the checkpoint's patch size, e.g. 32,32,32"),

@@ -17,13 +17,17 @@
   keeps the pretraining patch. Context decides what a segmenter can learn:
   with 32^3 patches at 4 mm, air outside the body and lung parenchyma look
   alike and a random-init network stalls near 0.3 lung Dice; with the whole
-  chest in view it passes 0.94 in 400 steps. An encoder that cannot run the
+  chest in view it passes 0.95 in 800 steps. An encoder that cannot run the
   larger input (a ViT with a fixed grid) keeps its own patch.
 - Augmentation (train patches only): mild intensity scale and shift, Gaussian
   noise, and flips along the cranio-caudal and antero-posterior axes only
   (a left-right flip would swap the left and right organ labels). The
   intensity changes are a few percent of the window: they never erase the
-  HU contrast the tasks rely on.
+  HU contrast the tasks rely on. With probability ``spatial_prob`` a patch
+  is also rotated in the axial plane (up to ``max_rotation_deg``) and zoomed
+  (``scale_range``), as nnU-Net's spatial augmentation does: with 12
+  labelled cases it is what keeps the heart and aorta from depending on
+  which 12 were drawn (seed sd of the mean Dice 0.053 without, 0.007 with).
 - Inference: MONAI ``sliding_window_inference`` over the whole volume with
   Gaussian-weighted overlapping patches.
 - Metrics per class (background excluded): Dice (MONAI ``DiceMetric``) and
@@ -52,7 +56,7 @@ from .seg_model import SegmentationModel, probe_intermediates
 class SegFinetuneConfig:
     """Budget and optimiser of segmentation fine-tuning."""
 
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 2
     lr: float = 1e-2
     encoder_lr_scale: float = 0.1
@@ -61,6 +65,9 @@ class SegFinetuneConfig:
     poly_power: float = 0.9
     foreground_prob: float = 0.67
     augment: bool = True
+    spatial_prob: float = 0.4
+    max_rotation_deg: float = 15.0
+    scale_range: tuple = (0.85, 1.15)
     patch: str = "auto"
     max_patch_voxels: int = 64 * 64 * 80
     freeze_encoder: bool = False
@@ -164,6 +171,46 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) ->
     return x, y
 
 
+def spatial_augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, prob: float = 0.4,
+                    max_rotation_deg: float = 15.0, scale_range: Sequence[float] = (0.85, 1.15)) -> tuple:
+    """Per sample with probability ``prob``: a rotation in the image plane and an isotropic zoom, both random.
+
+    3D patches ``[B, C, Z, Y, X]`` rotate about the cranio-caudal axis (in the
+    axial Y-X plane), 2D ``[B, C, Y, X]`` in their plane, by up to
+    ``max_rotation_deg``, and scale by a factor drawn from ``scale_range``,
+    about the patch centre and in voxel units (a non-square patch is not
+    sheared). The image is resampled trilinearly, the label map by nearest
+    neighbour on the same grid, so every label stays with its voxel; outside
+    the patch both repeat their border. Neither moves anything across the
+    left-right axis' sign, so left and right organs keep their labels.
+    """
+    import torch.nn.functional as F
+
+    dims = x.ndim - 2
+    picked = [b for b in range(x.shape[0]) if rng.random() < prob]
+    if not picked:
+        return x, y
+    x, y = x.clone(), y.clone()
+    for b in picked:
+        a = np.deg2rad(float(rng.uniform(-max_rotation_deg, max_rotation_deg)))
+        z = float(rng.uniform(*scale_range))
+        h, w = float(x.shape[-2]), float(x.shape[-1])
+        # output -> input map in voxel units of (X, Y), then into grid_sample's normalised coordinates
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) / z
+        m = np.diag([1.0 / w, 1.0 / h]) @ rot @ np.diag([w, h])
+        theta = np.zeros((dims, dims + 1))
+        theta[:2, :2] = m
+        if dims == 3:
+            theta[2, 2] = 1.0 / z
+        t = torch.as_tensor(theta, dtype=torch.float32)[None]
+        grid = F.affine_grid(t, [1, 1, *x.shape[2:]], align_corners=False)
+        x[b] = F.grid_sample(x[b : b + 1].float(), grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0].to(x.dtype)
+        y[b] = F.grid_sample(y[b : b + 1].float(), grid, mode="nearest", padding_mode="border",
+                             align_corners=False)[0].round().to(y.dtype)
+    return x, y
+
+
 def finetune_segmentation(
     encoder: nn.Module,
     images: Sequence[np.ndarray],
@@ -235,6 +282,9 @@ def fit_segmenter(
         )
         if cfg.augment:
             x, y = augment_batch(x, y, rng)
+            if cfg.spatial_prob > 0:
+                x, y = spatial_augment(x, y, rng, prob=cfg.spatial_prob, max_rotation_deg=cfg.max_rotation_deg,
+                                       scale_range=cfg.scale_range)
         value = loss_fn(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         value.backward()

@@ -84,3 +84,31 @@ def test_augmentation_keeps_labels_with_their_voxels():
     # intensities move by a few percent only: the thresholded map is nearly preserved where it was not flipped
     agree = ((xa > 0.5).long() == ya).float().mean()
     assert agree > 0.9
+
+
+def test_spatial_augmentation_moves_labels_with_their_voxels():
+    from medssl.eval.segmentation import spatial_augment
+
+    x = torch.zeros(3, 1, 16, 24, 32)
+    x[:, :, 4:12, 6:18, 8:20] = 1.0
+    x[:, :, 4:12, 6:18, 22:28] = 2.0  # a second organ on the image's right: must stay there
+    y = x.round().long()
+    # identity transform: nothing changes
+    xi, yi = spatial_augment(x, y, np.random.default_rng(0), prob=1.0, max_rotation_deg=0.0, scale_range=(1.0, 1.0))
+    assert torch.allclose(xi, x, atol=1e-5) and torch.equal(yi, y)
+    xa, ya = spatial_augment(x, y, np.random.default_rng(1), prob=1.0)
+    assert not torch.equal(ya, y)  # it did move something
+    # the label map is the transformed image's own labelling, voxel for voxel (nearest vs linear at edges only)
+    assert (xa.round().long() == ya).float().mean() > 0.97
+    # the rotation stays in the axial (Y-X) plane: without zoom every slice along Z holds what it held
+    _, yr = spatial_augment(x, y, np.random.default_rng(3), prob=1.0, max_rotation_deg=30.0, scale_range=(1.0, 1.0))
+    assert not torch.equal(yr, y)
+    assert torch.equal((yr > 0).any(dim=-1).any(dim=-1), (y > 0).any(dim=-1).any(dim=-1))
+    # left and right keep their sides: organ 2's voxels stay right of organ 1's
+    for b in range(3):
+        cols1 = torch.nonzero(ya[b, 0] == 1)[:, -1].float().mean()
+        cols2 = torch.nonzero(ya[b, 0] == 2)[:, -1].float().mean()
+        assert cols2 > cols1
+    # prob 0: the batch is returned as it came
+    x0, y0 = spatial_augment(x, y, np.random.default_rng(2), prob=0.0)
+    assert x0 is x and y0 is y
