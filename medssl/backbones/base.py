@@ -73,3 +73,14 @@ class Backbone(nn.Module):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """``h: [B, embed_dim] -> [B, projection_dim]``: the backbone's own projection (identity here)."""
         return h
+
+
+def probe_stride(backbone: nn.Module, probe: int = 64) -> int:
+    """Downsampling factor of ``backbone.forward_features`` (probed with a ``probe``^3 input)."""
+    x = torch.zeros(1, backbone.in_channels, *([probe] * backbone.spatial_dims))
+    was = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        s = backbone.forward_features(x).shape[2:]
+    backbone.train(was)
+    return probe // int(s[0])

@@ -3,10 +3,12 @@
 Yu et al., "Anatomy-aware self-supervised learning for 3D lung CT"
 (DrasCLR), Medical Image Analysis 2024, arXiv:2302.10390: negatives for a
 patch come from other subjects at the *same* anatomical location, so each
-query has its own queue.
+query has its own queue (:class:`LocationQueues`).
 """
 
 from __future__ import annotations
+
+from typing import Dict, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -40,3 +42,43 @@ def location_infonce_loss(
     neg = torch.bmm(negatives.detach(), q.unsqueeze(2)).squeeze(2)  # [B, K]
     logits = torch.cat([pos, neg], 1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+class LocationQueues:
+    """One FIFO queue of L2-normalised keys per anatomical location: ``[L, K, D]``."""
+
+    def __init__(self, num_locations: int, size: int, dim: int, seed: int = 0):
+        if num_locations < 1 or size < 1:
+            raise ValueError(f"num_locations/queue_size: must be >= 1, got {num_locations}/{size}")
+        gen = torch.Generator().manual_seed(seed)
+        self.keys = F.normalize(torch.randn(num_locations, size, dim, generator=gen), dim=2)
+        self.ptr = torch.zeros(num_locations, dtype=torch.long)
+        self.filled = torch.zeros(num_locations, dtype=torch.long)  # real keys enqueued so far (capped at K)
+
+    def to(self, device: torch.device) -> "LocationQueues":
+        self.keys, self.ptr, self.filled = self.keys.to(device), self.ptr.to(device), self.filled.to(device)
+        return self
+
+    def negatives(self, loc_index: torch.Tensor) -> torch.Tensor:
+        """[B, K, D]: the queue of each sample's location."""
+        return self.keys[loc_index.to(self.keys.device)]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, loc_index: torch.Tensor) -> None:
+        """Write each key into its own location's queue (oldest entries first)."""
+        keys = F.normalize(keys.detach().to(self.keys.device, self.keys.dtype), dim=1)
+        K = self.keys.shape[1]
+        for loc in torch.unique(loc_index).tolist():
+            sel = keys[loc_index == loc][-K:]
+            n = sel.shape[0]
+            idx = (self.ptr[loc] + torch.arange(n, device=self.keys.device)) % K
+            self.keys[loc, idx] = sel
+            self.ptr[loc] = (self.ptr[loc] + n) % K
+            self.filled[loc] = torch.clamp(self.filled[loc] + n, max=K)
+
+    def state(self) -> Dict[str, torch.Tensor]:
+        return {"keys": self.keys.cpu(), "ptr": self.ptr.cpu(), "filled": self.filled.cpu()}
+
+    def load(self, state: Mapping[str, torch.Tensor]) -> None:
+        dev = self.keys.device
+        self.keys, self.ptr, self.filled = state["keys"].to(dev), state["ptr"].to(dev), state["filled"].to(dev)

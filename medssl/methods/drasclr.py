@@ -12,9 +12,10 @@ location-conditioned encoder (:class:`medssl.backbones.cond_cnn3d.CondCNN3d`):
 
 Choices (and fixes of the released code):
 - Per-location queues are a plain tensor ``[L, K, D]`` held by
-  :class:`LocationQueues`, not a module buffer, so DDP never broadcasts
-  them; they are checkpointed through ``extra_state``. ``queue_size`` is
-  configurable (the paper: 4096 per location, 1.2 GB for 581 locations).
+  :class:`~medssl.losses.location_infonce.LocationQueues`, not a module
+  buffer, so DDP never broadcasts them; they are checkpointed through
+  ``extra_state``. ``queue_size`` is configurable (the paper: 4096 per
+  location, 1.2 GB for 581 locations).
 - Every batch carries its own location indices; batches may mix locations.
 - Projection: the backbone's ``fc`` then ReLU + Linear (the paper's
   Linear-ReLU-Linear MLP); ``projection="linear"`` uses ``fc`` alone (the
@@ -32,51 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses._dist import gather_no_grad
-from ..losses.location_infonce import location_infonce_loss
+from ..losses.location_infonce import LocationQueues, location_infonce_loss
 from ..registry import METHODS
 from ..views.drasclr_views import DrasCLRViews
 from .base import Method
 from .ema import ema_update, frozen_copy
-
-
-class LocationQueues:
-    """One FIFO queue of L2-normalised keys per anatomical location: ``[L, K, D]``."""
-
-    def __init__(self, num_locations: int, size: int, dim: int, seed: int = 0):
-        if num_locations < 1 or size < 1:
-            raise ValueError(f"num_locations/queue_size: must be >= 1, got {num_locations}/{size}")
-        gen = torch.Generator().manual_seed(seed)
-        self.keys = F.normalize(torch.randn(num_locations, size, dim, generator=gen), dim=2)
-        self.ptr = torch.zeros(num_locations, dtype=torch.long)
-        self.filled = torch.zeros(num_locations, dtype=torch.long)  # real keys enqueued so far (capped at K)
-
-    def to(self, device: torch.device) -> "LocationQueues":
-        self.keys, self.ptr, self.filled = self.keys.to(device), self.ptr.to(device), self.filled.to(device)
-        return self
-
-    def negatives(self, loc_index: torch.Tensor) -> torch.Tensor:
-        """[B, K, D]: the queue of each sample's location."""
-        return self.keys[loc_index.to(self.keys.device)]
-
-    @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor, loc_index: torch.Tensor) -> None:
-        """Write each key into its own location's queue (oldest entries first)."""
-        keys = F.normalize(keys.detach().to(self.keys.device, self.keys.dtype), dim=1)
-        K = self.keys.shape[1]
-        for loc in torch.unique(loc_index).tolist():
-            sel = keys[loc_index == loc][-K:]
-            n = sel.shape[0]
-            idx = (self.ptr[loc] + torch.arange(n, device=self.keys.device)) % K
-            self.keys[loc, idx] = sel
-            self.ptr[loc] = (self.ptr[loc] + n) % K
-            self.filled[loc] = torch.clamp(self.filled[loc] + n, max=K)
-
-    def state(self) -> Dict[str, torch.Tensor]:
-        return {"keys": self.keys.cpu(), "ptr": self.ptr.cpu(), "filled": self.filled.cpu()}
-
-    def load(self, state: Mapping[str, torch.Tensor]) -> None:
-        dev = self.keys.device
-        self.keys, self.ptr, self.filled = state["keys"].to(dev), state["ptr"].to(dev), state["filled"].to(dev)
 
 
 @METHODS.register("drasclr", help="DrasCLR: anatomy-aware MoCo with local and neighbouring losses")

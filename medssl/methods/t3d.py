@@ -36,37 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.base import probe_stride
 from ..errors import ConfigError
+from ..heads.attention_pool import AttentionPool
 from ..heads.projection import ProjectionHead
 from ..heads.text_conditioned_decoder import TextConditionedDecoder
+from ..losses.restoration_loss import masked_restoration_loss
 from ..losses.siglip_loss import SigLIPLoss
 from ..losses.soft_infonce_loss import crop_soft_infonce, report_targets, soft_infonce_loss
 from ..registry import METHODS
 from ..views.t3d_views import T3DViews
 from .base import Method, ViewGenerator
-
-
-class AttentionPool(nn.Module):
-    """``[B, K, E]`` -> ``[B, E]``: softmax over crops of a learned score (Ilse et al., ICML 2018 attention-MIL)."""
-
-    def __init__(self, dim: int, hidden: int = 128) -> None:
-        super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        a = torch.softmax(self.score(h).squeeze(-1).float(), dim=1).to(h.dtype)  # [B, K]
-        return (a.unsqueeze(-1) * h).sum(1)
-
-
-def probe_stride(backbone: nn.Module, probe: int = 64) -> int:
-    """Downsampling factor of ``backbone.forward_features`` (probed with a ``probe``^3 input)."""
-    x = torch.zeros(1, backbone.in_channels, *([probe] * backbone.spatial_dims))
-    was = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        s = backbone.forward_features(x).shape[2:]
-    backbone.train(was)
-    return probe // int(s[0])
 
 
 @METHODS.register("t3d")
@@ -174,9 +154,7 @@ class T3D(Method):
             raise ConfigError("data.crop_size", f"crops of {list(target.shape[2:])} voxels do not come back from the decoder "
                                                 f"({list(pred.shape[2:])}): each side must be a multiple of the encoder's "
                                                 f"downsampling factor {2 ** self.decoder.n_up}")
-        where = batch["corrupt_mask"].flatten(0, 1)
-        err = (pred - target).abs() if self.restoration_loss == "l1" else (pred - target) ** 2
-        return (err * where).sum() / where.sum().clamp_min(1)
+        return masked_restoration_loss(pred, target, batch["corrupt_mask"].flatten(0, 1), self.restoration_loss)
 
     # -- the step ----------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any]) -> Dict[str, Any]:

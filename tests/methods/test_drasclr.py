@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from medssl.backbones.cond_cnn3d import CondCNN3d
-from medssl.losses.location_infonce import location_infonce_loss
-from medssl.methods.drasclr import DrasCLR, LocationQueues
+from medssl.losses.location_infonce import LocationQueues, location_infonce_loss
+from medssl.methods.drasclr import DrasCLR
 from medssl.views.drasclr_views import DrasCLRViews
 
 
