@@ -7,7 +7,9 @@ One module holds the 2D and the 3D variant of every dimension-specific layer
 (stems, patch embeddings, positional embeddings, spatial-reduction convs) in an
 ``nn.ModuleDict`` keyed ``"2d"`` / ``"3d"``; the transformer weights (LayerNorms,
 q/kv/proj, MLP) exist once and are shared. The dimensionality of the input
-(``x.ndim`` 4 or 5) picks the path.
+(``x.ndim`` 4 or 5) picks the path; :func:`param_path` names the path a
+parameter belongs to, for methods that train one path per step
+(:func:`idle_path_parameters`, :func:`trains_on`).
 
 Tokens are ``[B, N, C]`` with the cls token(s) first, then the spatial tokens in
 C order of the grid (``(H, W)`` or ``(D, H, W)``).
@@ -16,7 +18,7 @@ C order of the grid (``(H, W)`` or ``(D, H, W)``).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,37 @@ def param_path(name: str) -> Optional[int]:
         if seg in ("2d", "3d"):
             return int(seg[0])
     return None
+
+
+def idle_path_parameters(module: nn.Module, dims: Collection[int]) -> List[nn.Parameter]:
+    """The parameters of the paths not in ``dims`` (those a step on ``dims`` leaves alone; :func:`param_path`).
+
+    The trainer drops their gradients (the method lists them in
+    ``frozen_parameters``), so AdamW skips them entirely: no weight decay, no
+    moment update (the released code let them drift during 2D epochs).
+    """
+    out = []
+    for name, p in module.named_parameters():
+        path = param_path(name)
+        if path is not None and path not in dims and p.requires_grad:
+            out.append(p)
+    return out
+
+
+def trains_on(dims: Collection[int]) -> Callable[[str], bool]:
+    """``name -> bool``: the parameter is shared or belongs to a path in ``dims`` (those a step on ``dims`` trains).
+
+    The teacher's EMA moves only these (``ema_update(..., include=trains_on(dims))``):
+    a teacher parameter of a path that did not train on this step stays exactly
+    as it is (the released EMA moved them towards the frozen student).
+    """
+    dims = frozenset(dims)
+
+    def include(name: str) -> bool:
+        path = param_path(name)
+        return path is None or path in dims
+
+    return include
 
 
 def _expand_patches(conv: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:

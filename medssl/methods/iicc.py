@@ -40,18 +40,12 @@ from ..heads import ProjectionHead
 from ..losses import mse_masked
 from ..registry import METHODS
 from ..views.iicc_views import IICCViews
+from ..views.masking import random_slice_mask
 from .base import Method, ViewGenerator
 from .ema import ema_update, frozen_copy
 from .iicc_clustering import ClusteringObjective
 
 TERMS = ("l2d", "intra", "inter", "mask")
-
-
-def random_slice_mask(b: int, n: int, ratio: float, generator: Optional[torch.Generator] = None, device: Any = None) -> torch.Tensor:
-    """``[B, N]`` bool, exactly ``max(1, round(ratio * N))`` True per row at random slices."""
-    k = max(1, int(round(ratio * n)))
-    order = torch.rand(b, n, generator=generator).argsort(dim=1)
-    return (order < k).to(device)
 
 
 @METHODS.register("iicc")

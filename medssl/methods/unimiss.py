@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from ..registry import METHODS
-from .unimiss_base import UniMiSSBase, slice_logits
+from .unimiss_base import UniMiSSBase
 from ..losses.dino_loss import dino_loss
+from ..views.cross_dim import slice_logits
 
 
 @METHODS.register("unimiss", help="UniMiSS (ECCV 2022): MiT + DINO over X-rays and CT, slice<->volume consistency")

@@ -14,62 +14,19 @@ as DINO evaluates the teacher (the released UniMiSS fine-tuning loaded the stude
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 import torch
 from torch import nn
 
-from ..backbones.mit_layers import param_path
+from ..backbones.mit_layers import idle_path_parameters, trains_on
 from ..errors import ConfigError
 from ..heads import DINOHead
 from ..losses import DINOLoss
 from .base import Method, ViewGenerator
 from ..losses import _dist
-from ..views.cross_dim import to_channels, volume_slices
+from ..views.cross_dim import to_channels
 from .ema import ema_update, frozen_copy
-
-
-def idle_path_parameters(module: nn.Module, dims: Collection[int]) -> List[nn.Parameter]:
-    """The parameters of the paths not in ``dims`` (those a step on ``dims`` leaves alone; :func:`param_path`).
-
-    The trainer drops their gradients (the method lists them in
-    ``frozen_parameters``), so AdamW skips them entirely: no weight decay, no
-    moment update (the released code let them drift during 2D epochs).
-    """
-    out = []
-    for name, p in module.named_parameters():
-        path = param_path(name)
-        if path is not None and path not in dims and p.requires_grad:
-            out.append(p)
-    return out
-
-
-def trains_on(dims: Collection[int]) -> Callable[[str], bool]:
-    """``name -> bool``: the parameter is shared or belongs to a path in ``dims`` (those a step on ``dims`` trains).
-
-    The teacher's EMA moves only these (``ema_update(..., include=trains_on(dims))``):
-    a teacher parameter of a path that did not train on this step stays exactly
-    as it is (the released EMA moved them towards the frozen student).
-    """
-    dims = frozenset(dims)
-
-    def include(name: str) -> bool:
-        path = param_path(name)
-        return path is None or path in dims
-
-    return include
-
-
-def slice_logits(fn: Callable[[torch.Tensor], torch.Tensor], vol: torch.Tensor, every: int = 1,
-                 channels: int = 3) -> torch.Tensor:
-    """Head logits of a volume's slices through the 2D path, averaged per volume before any softmax.
-
-    ``vol [B, 1, D, H, W]`` -> slices ``[B*D', C, H, W]`` -> ``fn`` -> ``[B*D', K]``
-    -> mean over the D' slices -> ``[B, K]`` (UniMiSS's cross-dimension output).
-    """
-    B = vol.shape[0]
-    out = fn(to_channels(volume_slices(vol, every), channels))  # [B*D', K]
-    return out.reshape(B, -1, out.shape[-1]).mean(dim=1)
 
 
 class UniMiSSBase(Method):

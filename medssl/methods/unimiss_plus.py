@@ -46,9 +46,9 @@ from ..errors import ConfigError
 from ..registry import METHODS
 from ..losses.dino_loss import view_pairs_loss
 from ..losses.recon_mse import recon_mse
-from ..views.cross_dim import to_channels
+from ..views.cross_dim import slice_logits, to_channels
 from ..views.masking import apply_mask
-from .unimiss_base import UniMiSSBase, slice_logits
+from .unimiss_base import UniMiSSBase
 
 RECON_MODES = ("masked", "unmasked")
 

@@ -1,14 +1,15 @@
-"""Block masking on a patch grid for masked image modelling (MAE, SimMIM), and applying a voxel mask.
+"""Block masking on a patch grid for masked image modelling (MAE, SimMIM), slice masks, and applying a voxel mask.
 
 Blockwise masking as in BEiT (Bao et al., ICLR 2022), on 2D or 3D grids;
 the count of masked patches is exact (``round(ratio * N)``) so that every
 sample of a batch keeps the same number of visible patches, as MAE needs
-(He et al., CVPR 2022).
+(He et al., CVPR 2022). :func:`random_slice_mask` picks the slices whose
+embeddings IICC's masked slice prediction hides (Nguyen et al., AAAI 2023).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,13 @@ def block_mask(
         on = np.flatnonzero(flat)
         flat[rng.choice(on, size=extra, replace=False)] = False
     return mask
+
+
+def random_slice_mask(b: int, n: int, ratio: float, generator: Optional[torch.Generator] = None, device: Any = None) -> torch.Tensor:
+    """``[B, N]`` bool, exactly ``max(1, round(ratio * N))`` True per row at random slices."""
+    k = max(1, int(round(ratio * n)))
+    order = torch.rand(b, n, generator=generator).argsort(dim=1)
+    return (order < k).to(device)
 
 
 def apply_mask(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
+from medssl.backbones.mit_layers import trains_on
 from medssl.methods.ema import ema_update, frozen_copy
-from medssl.methods.unimiss_base import trains_on
 
 
 def _net():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from medssl.errors import ConfigError
-from medssl.methods.iicc import random_slice_mask
 from medssl.registry import BACKBONES, METHODS
 from medssl.train.data import collate_views
+from medssl.views.masking import random_slice_mask
 
 BB = dict(depth=10, width=4, embed_dim=16, volume_depth=1, heads=2, head_dim=8, ffn_dim=24, offset_groups=2, dropout=0.0)
 M = dict(n_prototypes=8, n_prototypes_3d=4, proj_hidden=16, proj_dim=8, freeze_prototypes_steps=0, global_size=(24, 24),

@@ -11,8 +11,8 @@ import torch
 from medssl.backbones.mit_layers import param_path
 from medssl.losses.dino_loss import dino_loss, view_pairs_loss
 from medssl.losses.recon_mse import recon_mse
-from medssl.methods.unimiss_base import slice_logits
 from medssl.registry import BACKBONES, METHODS
+from medssl.views.cross_dim import slice_logits
 
 CT = (16, 64, 32)  # the smallest sizes whose deepest stage keeps > 1 position (instance norm)
 XR = (64, 32)
