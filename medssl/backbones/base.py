@@ -30,6 +30,9 @@ submodules:
 - ``forward_cls(x) -> [B, cls_dim]`` (optional, MiT family): the token the
   family's self-distillation head reads (MiT: the decoder's cls; MiT+: the
   encoder cls), which the frozen evaluations probe when present.
+
+:func:`probe_stride` measures the downsampling factor of ``forward_features``
+for a decoder that has to return to the input's resolution.
 """
 
 from __future__ import annotations
