@@ -64,3 +64,15 @@ def test_bad_sizes_raise():
         ConvDecoder(4, spatial_dims=1)
     with pytest.raises(ValueError, match="num_heads"):
         MAEDecoder(4, 6, 5, dim=8, num_heads=3)
+
+
+def test_attention_pool_is_a_convex_combination_of_the_crops():
+    from medssl.heads.attention_pool import AttentionPool
+
+    pool = AttentionPool(6, hidden=4)
+    h = torch.randn(2, 5, 6)
+    out = pool(h)
+    assert tuple(out.shape) == (2, 6)
+    same = h[:, :1].expand(2, 5, 6)  # identical crops pool to the crop itself
+    torch.testing.assert_close(pool(same), h[:, 0])
+    assert sorted(k for k, _ in pool.named_parameters()) == ["score.0.bias", "score.0.weight", "score.2.bias", "score.2.weight"]
