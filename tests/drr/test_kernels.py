@@ -218,18 +218,6 @@ def test_trilinear_equals_plain_sampling():
                                atol=1e-10)
 
 
-def test_ray_order_groups_rays_and_is_a_permutation():
-    aff = np.eye(4)
-    src, tgt = pose_rays(Pose(view="pa", size=(32, 32), spacing=(0.6, 0.6), sod=100.0, sdd=160.0), (16, 16, 16), aff)
-    inv = np.ascontiguousarray(np.linalg.inv(aff)[:3])
-    order = kernels.ray_order(inv, src, tgt, np.array([16, 16, 16]), 8)
-    assert np.array_equal(np.sort(order), np.arange(tgt.shape[0]))
-    # rays that pass the middle plane in one 8 x 8 cell come one after another
-    mid = src[0] + (tgt[order] - src[0]) * ((7.5 - src[0, 1]) / (tgt[order, 1] - src[0, 1]))[:, None]
-    cells = (np.floor(mid[:, 0] / 8) * 100 + np.floor(mid[:, 2] / 8)).astype(int)
-    assert (np.diff(cells) != 0).sum() < len(np.unique(cells))
-
-
 def test_contiguous_layout_and_tiles_give_the_same_result():
     rng = np.random.default_rng(6)
     dens = rng.random((9, 7, 8)).astype(np.float32)
