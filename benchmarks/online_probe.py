@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "simclr_tiny.yaml"
@@ -51,23 +51,25 @@ RUNS = [
 ]
 
 
-def _env() -> Dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
 def _fail(what: str, out: subprocess.CompletedProcess) -> None:
     tail = (out.stderr or "")[-3000:] or (out.stdout or "")[-3000:]
     sys.exit(f"{what} failed (exit status {out.returncode}); the end of its output:\n{tail}")
 
 
-def synth(out: Path, n: int, seed: int) -> float:
-    cmd = [sys.executable, "-m", "medssl", "synth", "--out", str(out), "--n", str(n), "--seed", str(seed),
-           "--preset", "default", "--no-xrays", "--no-progress"]
+def _medssl(args: List[str], what: str) -> Tuple[subprocess.CompletedProcess, float]:
+    """Run ``medssl ARGS`` in a process with one CPU thread; exit naming ``what`` if it fails; (result, seconds)."""
+    path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "medssl", *args], env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        _fail("medssl synth", res)
-    return time.perf_counter() - t0
+        _fail(what, res)
+    return res, time.perf_counter() - t0
+
+
+def synth(out: Path, n: int, seed: int) -> float:
+    return _medssl(["synth", "--out", str(out), "--n", str(n), "--seed", str(seed), "--preset", "default",
+                    "--no-xrays", "--no-progress"], "medssl synth")[1]
 
 
 def _probe_rows(run_dir: Path) -> List[Dict[str, str]]:
@@ -79,14 +81,10 @@ def _probe_rows(run_dir: Path) -> List[Dict[str, str]]:
 
 
 def pretrain(name: str, overrides: List[str], manifest: Path, run_dir: Path, budget: float) -> Dict:
-    cmd = [sys.executable, "-m", "medssl", "pretrain", "--config", str(CONFIG), "--no-resume",
-           f"data.manifest={manifest}", f"run_dir={run_dir}", f"trainer.time_budget_s={budget}",
-           "trainer.max_steps=10000000", "trainer.progress_bar=false", *overrides]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
-    process_s = time.perf_counter() - t0
-    if res.returncode != 0:
-        _fail(f"the {name!r} run (medssl pretrain ... {' '.join(overrides)})", res)
+    res, process_s = _medssl(["pretrain", "--config", str(CONFIG), "--no-resume", f"data.manifest={manifest}",
+                              f"run_dir={run_dir}", f"trainer.time_budget_s={budget}", "trainer.max_steps=10000000",
+                              "trainer.progress_bar=false", *overrides],
+                             f"the {name!r} run (medssl pretrain ... {' '.join(overrides)})")
     path = run_dir / "summary.json"
     if not path.is_file():
         _fail(f"the {name!r} run wrote no {path}; it", res)
