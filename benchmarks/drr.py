@@ -28,7 +28,8 @@ Prints, each as the median over ``--repeats`` rounds:
   from a 32 x 150 x 150 crop of a HU/1024 sample), as DRRs per second of
   wall-clock and per CPU-second of the worker process (all its threads, the
   hand-over of each item to the main process included: what a worker costs
-  when every core is busy).
+  when every core is busy); ``drr_pairs`` also rendered in this process
+  without a worker, so that what the hand-over adds per item shows.
 """
 
 from __future__ import annotations
@@ -250,6 +251,14 @@ def loader_rates(loader, n_items: int, per_item) -> tuple:
     return count / wall, count / max(cpu, 1e-9)
 
 
+def inprocess_rate(dataset, n_items: int, per_item) -> float:
+    """DRRs per second of ``dataset[i]`` called in this process (no worker, no hand-over); first item excluded."""
+    dataset[0]
+    t = time.perf_counter()
+    count = sum(per_item(dataset[i]) for i in range(1, n_items))
+    return count / (time.perf_counter() - t)
+
+
 def worker_rate(fn, n: int) -> tuple:
     """DRRs/s of ``fn`` run inside one DataLoader worker: (per second, per worker CPU-second)."""
     loader = torch.utils.data.DataLoader(_Renders(fn, n + 1), batch_size=None, num_workers=1)
@@ -339,6 +348,7 @@ def one_round(args, diffdrr) -> dict:
         renderer = cls(views=("pa", "lateral"), size=128, sdd=SDD, sod=SOD)
         loader = loader_for(items, renderer, num_workers=1)
         res[f"pairs_{name}"], res[f"pairs_cpu_{name}"] = loader_rates(loader, len(items), lambda b: 2 * len(b))
+        res[f"pairs_local_{name}"] = inprocess_rate(loader.dataset, len(items), lambda item: 2)
     sample = torch.from_numpy(np.ascontiguousarray(phantom(176, 281.6)[0][:, :, 72:104].transpose(2, 1, 0)) / 1024.0)[None]
     jitter = DRRJitter(rotation_deg=5.0, translation_mm=10.0)
     for name, cls in (("today", TodayRenderer), ("now", DRRRenderer)):
@@ -378,6 +388,10 @@ def main() -> None:
           f"{med['pairs_now']:.1f} DRRs/s vs today's path {med['pairs_today']:.1f} "
           f"({med['pairs_now'] / med['pairs_today']:.1f}x); per CPU-second of the worker "
           f"{med['pairs_cpu_now']:.1f} vs {med['pairs_cpu_today']:.1f} ({med['pairs_cpu_now'] / med['pairs_cpu_today']:.1f}x)")
+    hand_over = [1000.0 * (2 / med[f"pairs_{k}"] - 2 / med[f"pairs_local_{k}"]) for k in ("now", "today")]
+    print(f"  the same items rendered in this process (no worker): {med['pairs_local_now']:.1f} DRRs/s vs "
+          f"{med['pairs_local_today']:.1f} ({med['pairs_local_now'] / med['pairs_local_today']:.1f}x); the worker "
+          f"adds {hand_over[0]:.1f} / {hand_over[1]:.1f} ms per item (2 DRRs and the 8 MB CT handed back)")
     print(f"UniMiSS+ DRR views (128^2 from a 32 x 150 x 150 crop of a HU/1024 sample), one worker: "
           f"{med['unimiss_now']:.1f} DRRs/s vs today's path {med['unimiss_today']:.1f} "
           f"({med['unimiss_now'] / med['unimiss_today']:.1f}x); per CPU-second of the worker "
