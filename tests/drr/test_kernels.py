@@ -95,6 +95,32 @@ def test_both_loops_are_taken():
         assert np.allclose(line_integrals(dens, aff, src, tgt), _reference(dens, aff, src, tgt), rtol=1e-10)
 
 
+def test_crossings_on_slab_planes_and_several_in_one_slab():
+    """Crossings that fall exactly on a main-axis plane (the ray passes through a voxel edge or corner),
+    a q and an r crossing at the same point, and two crossings in one slab, as in the reference."""
+    dens = np.random.default_rng(3).random((12, 12, 12)).astype(np.float32)
+    aff = np.eye(4)  # index space is world space: the binary fractions below are exact
+    src, tgt = [], []
+    for sq, sr, dq, dr in ((0.0, 0.0, 0.125, 0.0625), (0.0, 0.0, 0.125, 0.125), (0.0, 0.0, -0.25, 0.0),
+                           (0.5, 0.5, 0.125, -0.125), (0.375, 0.125, 0.1240234375, 0.1240234375),
+                           (8.0, 0.0, -0.125, 0.125), (0.0, 0.0, 0.0, 0.0)):
+        for start in (-0.5, -3.5, 2.5):  # from the first plane, from outside, from inside
+            a = np.array([start, sq + 3.0, sr + 3.0])
+            d = np.array([1.0, dq, dr])
+            src.append(a)
+            tgt.append(a + 16.0 * d)
+            src.append(a + 16.0 * d)  # and backwards
+            tgt.append(a)
+    src, tgt = np.array(src), np.array(tgt)
+    d = np.abs(tgt - src)
+    assert bool(np.all((d[:, 1] + d[:, 2]) <= kernels.STEEP * d[:, 0]))  # all take the slab loop
+    for perm in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):  # each index axis as the main axis
+        ours = line_integrals(dens.transpose(np.argsort(perm)), aff, src[:, perm], tgt[:, perm])
+        ref = _reference(dens.transpose(np.argsort(perm)), aff, src[:, perm], tgt[:, perm])
+        assert np.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+        assert (ref > 0).all()
+
+
 def _views(base):
     """The same voxel values in different memory: transposed, flipped, cropped, broadcast."""
     big = np.zeros((base.shape[0] + 3, base.shape[1] + 4, base.shape[2] + 2), base.dtype)
