@@ -139,6 +139,69 @@ def _slab_sum_impl(vol, pos, steps, n, vmap, lut):
     return mapped
 
 
+def _slab_sum4(vol, pos, steps, n, vmap, lut):  # pragma: no cover - compiled through the overload below
+    raise NotImplementedError
+
+
+@overload(_slab_sum4, inline="always")
+def _slab_sum4_impl(vol, pos, steps, n, vmap, lut):
+    """Slab sums of the first ``n`` slabs of four rays in one loop (``pos[b]``, ``steps[b]``); ``pos`` moves on."""
+    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
+        def plain(vol, pos, steps, n, vmap, lut):
+            p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for t in range(n):
+                s0 += _value(vol, p0, vmap, lut)
+                s1 += _value(vol, p1, vmap, lut)
+                s2 += _value(vol, p2, vmap, lut)
+                s3 += _value(vol, p3, vmap, lut)
+                p0 += steps[0, t]
+                p1 += steps[1, t]
+                p2 += steps[2, t]
+                p3 += steps[3, t]
+            pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
+            return s0, s1, s2, s3
+
+        return plain
+
+    def mapped(vol, pos, steps, n, vmap, lut):
+        lo, kink = vmap[2], vmap[4]
+        p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
+        l0 = 0.0
+        l1 = 0.0
+        l2 = 0.0
+        l3 = 0.0
+        k0 = 0.0
+        k1 = 0.0
+        k2 = 0.0
+        k3 = 0.0
+        for t in range(n):
+            v0 = np.float64(vol[np.uint64(p0)])
+            v1 = np.float64(vol[np.uint64(p1)])
+            v2 = np.float64(vol[np.uint64(p2)])
+            v3 = np.float64(vol[np.uint64(p3)])
+            l0 += max(v0, lo)
+            l1 += max(v1, lo)
+            l2 += max(v2, lo)
+            l3 += max(v3, lo)
+            k0 += max(v0, kink)
+            k1 += max(v1, kink)
+            k2 += max(v2, kink)
+            k3 += max(v3, kink)
+            p0 += steps[0, t]
+            p1 += steps[1, t]
+            p2 += steps[2, t]
+            p3 += steps[3, t]
+        pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
+        a, b, c = n * vmap[0], vmap[1], vmap[3]
+        return a + b * l0 + c * k0, a + b * l1 + c * k1, a + b * l2 + c * k2, a + b * l3 + c * k3
+
+    return mapped
+
+
 @njit(cache=True, inline="always")
 def _clip_interval(s0, s1, s2, d0, d1, d2, n0, n1, n2):
     """Return (a_min, a_max) of the segment inside the box [-0.5, n-0.5]^3 (a_min >= a_max: miss)."""
@@ -262,7 +325,13 @@ def _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, f
 
 @njit(cache=True, inline="always")
 def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2, vmap, lut, steps):
-    """Exact integral over ``a`` (not yet times the ray length) of one ray in index space."""
+    """One ray in index space, up to its slab sum: ``(done, value, pos, n, corr, full)``.
+
+    ``done``: ``value`` is the integral over ``a`` (not yet times the ray
+    length; zero for a miss, the one-crossing loop for a steep ray).
+    Otherwise the integral is ``corr + full * S`` with ``S`` the slab sum of
+    ``n`` slabs from ``pos`` along ``steps`` (:func:`_slab_sum`).
+    """
     # main axis p (most crossed), other axes q and r
     if abs(d0) >= abs(d1) and abs(d0) >= abs(d2):
         sp, dp, np_, stp = s0, d0, n0, st0
@@ -278,12 +347,12 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
         sr, dr, nr, str_ = s1, d1, n1, st1
     inv_p, inv_q, inv_r = _inverse(dp), _inverse(dq), _inverse(dr)
     if inv_p == np.inf:
-        return 0.0
+        return True, 0.0, np.int64(0), np.int64(0), 0.0, 0.0
     a_cur, a_end = _entry_exit(sp, inv_p, np_, 0.0, 1.0)
     a_cur, a_end = _entry_exit(sq, inv_q, nq, a_cur, a_end)
     a_cur, a_end = _entry_exit(sr, inv_r, nr, a_cur, a_end)
     if a_cur >= a_end:
-        return 0.0
+        return True, 0.0, np.int64(0), np.int64(0), 0.0, 0.0
     ip = _voxel_at(sp + a_cur * dp, np_)
     iq = _voxel_at(sq + a_cur * dq, nq)
     ir = _voxel_at(sr + a_cur * dr, nr)
@@ -298,8 +367,9 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
     ar = ((ir + 0.5 * gr) - sr) * inv_r if gr != 0 else np.inf
     step_q, step_r = abs(inv_q), abs(inv_r)
     if abs(dq) + abs(dr) > STEEP * abs(dp):
-        return _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr,
-                             ((ip + 0.5 * gp) - sp) * inv_p, aq, ar, full, step_q, step_r, vmap, lut)
+        value = _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr,
+                              ((ip + 0.5 * gp) - sp) * inv_p, aq, ar, full, step_q, step_r, vmap, lut)
+        return True, value, np.int64(0), np.int64(0), 0.0, 0.0
     sq_step = step_q if gq != 0 else 0.0  # the 0/1 selects below would turn inf * 0 into NaN
     sr_step = step_r if gr != 0 else 0.0
     half = 0.5 * gp
@@ -330,19 +400,28 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
         ar += sr_step * tr
     corr -= (a_cur - ((ip - half) - sp) * inv_p) * _value(vol, pos, vmap, lut)
     corr -= (((ip + gp * last + half) - sp) * inv_p - a_end) * _value(vol, pos + last * fp + shift, vmap, lut)
-    return corr + full * _slab_sum(vol, pos, steps, last + 1, vmap, lut)
+    return False, 0.0, np.int64(pos), np.int64(last + 1), corr, full
 
 
 @njit(cache=True, inline="always")
 def _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut, steps):
+    """:func:`_siddon_slabs` of ray ``r`` (world mm), with its length."""
     q = r if src.shape[0] > 1 else 0
     x0, y0, z0 = src[q, 0], src[q, 1], src[q, 2]
     x1, y1, z1 = tgt[r, 0], tgt[r, 1], tgt[r, 2]
     length = math.sqrt((x1 - x0) ** 2 + (y1 - y0) ** 2 + (z1 - z0) ** 2)
     s0, s1, s2 = _to_index(m, x0, y0, z0)
     t0, t1, t2 = _to_index(m, x1, y1, z1)
-    return length * _siddon_slabs(vol, strides[0], strides[1], strides[2], shape[0], shape[1], shape[2], offset,
-                                  s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap, lut, steps)
+    done, value, pos, n, corr, full = _siddon_slabs(vol, strides[0], strides[1], strides[2], shape[0], shape[1],
+                                                    shape[2], offset, s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap,
+                                                    lut, steps)
+    return done, value, pos, n, corr, full, length
+
+
+#: Rays whose slab sums run side by side in one loop: consecutive rays of a strip read the same cache
+#: lines slab for slab, so a line is used by all of them before the next slabs can evict it (the voxels
+#: one ray reads lie a whole stride apart, and power-of-two strides map them to few cache sets).
+LANES = 4
 
 
 @njit(parallel=False, fastmath={"contract"}, cache=True, nogil=True)
@@ -350,13 +429,37 @@ def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, ou
     """Exact line integrals of the rays ``order`` (``src -> tgt[r]``, world mm) into ``out[r]``, in this thread.
 
     Rays are taken in the sequence ``order`` (:func:`ray_strips`), so that
-    rays that read the same cache lines run one after another; the GIL is
-    released (:mod:`medssl.drr.pool` runs chunks of ``order`` in helper threads).
+    rays that read the same cache lines run one after another, in groups of
+    :data:`LANES` whose slab sums share one loop; the GIL is released
+    (:mod:`medssl.drr.pool` runs chunks of ``order`` in helper threads).
     """
-    steps = np.empty(max(shape[0], max(shape[1], shape[2])) + 1, dtype=np.int64)  # per slab, reused by each ray
-    for t in range(order.shape[0]):
-        r = order[t]
-        out[r] = _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut, steps)
+    steps = np.empty((LANES, max(shape[0], max(shape[1], shape[2])) + 1), dtype=np.int64)
+    pos = np.zeros(LANES, dtype=np.int64)
+    n = np.zeros(LANES, dtype=np.int64)
+    corr = np.zeros(LANES)
+    full = np.zeros(LANES)
+    length = np.zeros(LANES)
+    n_rays = order.shape[0]
+    for g in range(0, n_rays, LANES):
+        lanes = min(LANES, n_rays - g)
+        together = lanes == LANES
+        for b in range(lanes):
+            r = order[g + b]
+            done, value, pos[b], n[b], corr[b], full[b], length[b] = _siddon_world(
+                vol, strides, shape, offset, m, src, tgt, r, vmap, lut, steps[b])
+            if done:
+                out[r] = length[b] * value
+                n[b] = 0
+                together = False
+        first = 0
+        sums = (0.0, 0.0, 0.0, 0.0)
+        if together:
+            first = min(min(n[0], n[1]), min(n[2], n[3]))
+            sums = _slab_sum4(vol, pos, steps, first, vmap, lut)  # moves pos on by ``first`` slabs
+        for b in range(lanes):
+            if n[b] > 0:
+                s = sums[b] + _slab_sum(vol, pos[b], steps[b, first:], n[b] - first, vmap, lut)
+                out[order[g + b]] = length[b] * (corr[b] + full[b] * s)
 
 
 @njit(cache=True, inline="always")
