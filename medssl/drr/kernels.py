@@ -98,7 +98,7 @@ def _value_impl(vol, pos, vmap, lut):
 def _slab_sum_impl(vol, pos, steps, n, vmap, lut):
     """Sum of the density over ``n`` voxels from ``pos``, moving by ``steps[t]`` after voxel ``t``.
 
-    Two accumulators (mapped: two per piece). ``steps[n - 1]`` must lead to a
+    Two accumulators. ``steps[n - 1]`` must lead to a
     voxel inside the volume (it is read once more, with weight zero, when
     ``n`` is even), so that the loop needs no branch for the odd voxel.
     """
@@ -117,24 +117,19 @@ def _slab_sum_impl(vol, pos, steps, n, vmap, lut):
         return plain
 
     def mapped(vol, pos, steps, n, vmap, lut):
-        lo, kink = vmap[2], vmap[4]
-        lo0 = 0.0
-        lo1 = 0.0
-        kink0 = 0.0
-        kink1 = 0.0
+        lo, kink, b, c = vmap[2], vmap[4], vmap[1], vmap[3]
+        s0 = 0.0
+        s1 = 0.0
         for t in range(n >> 1):
             v = np.float64(vol[np.uint64(pos)])
             pos += steps[2 * t]
             w = np.float64(vol[np.uint64(pos)])
             pos += steps[2 * t + 1]
-            lo0 += max(v, lo)
-            kink0 += max(v, kink)
-            lo1 += max(w, lo)
-            kink1 += max(w, kink)
+            s0 += b * max(v, lo) + c * max(v, kink)
+            s1 += b * max(w, lo) + c * max(w, kink)
         v = np.float64(vol[np.uint64(pos)])
-        lo0 += max(v, lo) if n & 1 else 0.0
-        kink0 += max(v, kink) if n & 1 else 0.0
-        return n * vmap[0] + vmap[1] * (lo0 + lo1) + vmap[3] * (kink0 + kink1)
+        s0 += b * max(v, lo) + c * max(v, kink) if n & 1 else 0.0
+        return n * vmap[0] + (s0 + s1)
 
     return mapped
 
@@ -168,36 +163,28 @@ def _slab_sum4_impl(vol, pos, steps, n, vmap, lut):
         return plain
 
     def mapped(vol, pos, steps, n, vmap, lut):
-        lo, kink = vmap[2], vmap[4]
+        lo, kink, b, c = vmap[2], vmap[4], vmap[1], vmap[3]
         p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
-        l0 = 0.0
-        l1 = 0.0
-        l2 = 0.0
-        l3 = 0.0
-        k0 = 0.0
-        k1 = 0.0
-        k2 = 0.0
-        k3 = 0.0
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
         for t in range(n):
             v0 = np.float64(vol[np.uint64(p0)])
             v1 = np.float64(vol[np.uint64(p1)])
             v2 = np.float64(vol[np.uint64(p2)])
             v3 = np.float64(vol[np.uint64(p3)])
-            l0 += max(v0, lo)
-            l1 += max(v1, lo)
-            l2 += max(v2, lo)
-            l3 += max(v3, lo)
-            k0 += max(v0, kink)
-            k1 += max(v1, kink)
-            k2 += max(v2, kink)
-            k3 += max(v3, kink)
+            s0 += b * max(v0, lo) + c * max(v0, kink)
+            s1 += b * max(v1, lo) + c * max(v1, kink)
+            s2 += b * max(v2, lo) + c * max(v2, kink)
+            s3 += b * max(v3, lo) + c * max(v3, kink)
             p0 += steps[0, t]
             p1 += steps[1, t]
             p2 += steps[2, t]
             p3 += steps[3, t]
         pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
-        a, b, c = n * vmap[0], vmap[1], vmap[3]
-        return a + b * l0 + c * k0, a + b * l1 + c * k1, a + b * l2 + c * k2, a + b * l3 + c * k3
+        a = n * vmap[0]
+        return a + s0, a + s1, a + s2, a + s3
 
     return mapped
 
@@ -536,27 +523,36 @@ def ray_strips(m, src, tgt, shape, strides):
     n_rays = tgt.shape[0]
     cells = max(shape[0], max(shape[1], shape[2])) + 2
     keys = np.empty(n_rays, dtype=np.int64)
+    lo_key = 3 * cells * cells
+    hi_key = 0
+    s = _to_index(m, src[0, 0], src[0, 1], src[0, 2])
     for r in range(n_rays):
-        q = r if src.shape[0] > 1 else 0
-        s = _to_index(m, src[q, 0], src[q, 1], src[q, 2])
+        if src.shape[0] > 1:
+            s = _to_index(m, src[r, 0], src[r, 1], src[r, 2])
         t = _to_index(m, tgt[r, 0], tgt[r, 1], tgt[r, 2])
         d0, d1, d2 = t[0] - s[0], t[1] - s[1], t[2] - s[2]
+        # main axis p; u: the other axis with the smaller stride (place in the strip), w: the strip
         if abs(d0) >= abs(d1) and abs(d0) >= abs(d2):
-            ax, u, w = 0, 1, 2
+            ax, sp, dp, su, du, sw, dw = 0, s[0], d0, s[1], d1, s[2], d2
+            swap = abs(strides[1]) > abs(strides[2])
         elif abs(d1) >= abs(d2):
-            ax, u, w = 1, 0, 2
+            ax, sp, dp, su, du, sw, dw = 1, s[1], d1, s[0], d0, s[2], d2
+            swap = abs(strides[0]) > abs(strides[2])
         else:
-            ax, u, w = 2, 0, 1
-        if abs(strides[u]) > abs(strides[w]):
-            u, w = w, u  # u: the axis with the smaller stride, w: the strip
-        dd = (d0, d1, d2)
-        ss = (s[0], s[1], s[2])
-        a = ((shape[ax] - 1) * 0.5 - ss[ax]) / dd[ax] if dd[ax] != 0.0 else 0.0
-        cu = min(max(int(math.floor(ss[u] + a * dd[u] + 0.5)) + 1, 0), cells - 1)
-        cw = min(max(int(math.floor(ss[w] + a * dd[w] + 0.5)) + 1, 0), cells - 1)
-        keys[r] = (ax * cells + cw) * cells + cu
-    counts = np.zeros(3 * cells * cells + 1, dtype=np.int64)
+            ax, sp, dp, su, du, sw, dw = 2, s[2], d2, s[0], d0, s[1], d1
+            swap = abs(strides[0]) > abs(strides[1])
+        if swap:
+            su, du, sw, dw = sw, dw, su, du
+        a = ((shape[ax] - 1) * 0.5 - sp) / dp if dp != 0.0 else 0.0
+        cu = min(max(int(math.floor(su + a * du + 0.5)) + 1, 0), cells - 1)
+        cw = min(max(int(math.floor(sw + a * dw + 0.5)) + 1, 0), cells - 1)
+        key = (ax * cells + cw) * cells + cu
+        keys[r] = key
+        lo_key = min(lo_key, key)
+        hi_key = max(hi_key, key)
+    counts = np.zeros(max(hi_key - lo_key, 0) + 2, dtype=np.int64)  # only the keys that occur
     for r in range(n_rays):
+        keys[r] -= lo_key
         counts[keys[r] + 1] += 1
     for c in range(1, counts.shape[0]):
         counts[c] += counts[c - 1]
