@@ -30,8 +30,9 @@ the rest of that slab times the change of value (after minus before), and
 the two ends take off the parts of their slabs outside the segment. The
 crossings (events) come in order from one loop that also writes, per slab,
 the memory step to the next slab's entry voxel; a second loop sums the
-slabs along those steps. Neither loop has a branch that depends on the
-data, so the cost per voxel is close to a strided sum. The sum is exactly
+slabs along those steps, for :data:`LANES` neighbouring rays in one loop.
+Neither loop takes a branch that the data decide from step to step, so
+the cost per voxel is close to that of a strided sum. The sum is exactly
 the one over the segments Jacobs et al.'s incremental traversal visits
 (J. Comput. Inf. Technol. 6(1), 1998); :func:`siddon_reference` keeps that
 one-voxel-per-iteration form as the plain re-derivation the tests and the
@@ -264,58 +265,11 @@ def _entry_exit(s, inv, n, a_lo, a_hi):
     return max(a_lo, min(t0, t1)), min(a_hi, max(t0, t1))
 
 
-#: Rays whose other two axes together advance more than this fraction of the main axis
-#: take the one-crossing-per-iteration loop: with several crossings per slab the slab sum pays for little.
-STEEP = 0.25
-
-
-@njit(cache=True, inline="always")
-def _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr, ap, aq, ar,
-                  step_p, step_q, step_r, vmap, lut):
-    """Jacobs et al.'s traversal, one crossing per iteration, for steep rays (same state as the slabs)."""
-    acc = 0.0
-    while True:
-        if ap <= aq and ap <= ar:
-            a_next = ap
-            ax = 0
-        elif aq <= ar:
-            a_next = aq
-            ax = 1
-        else:
-            a_next = ar
-            ax = 2
-        if a_next >= a_end:
-            acc += (a_end - a_cur) * _value(vol, pos, vmap, lut)
-            break
-        acc += (a_next - a_cur) * _value(vol, pos, vmap, lut)
-        a_cur = a_next
-        if ax == 0:
-            ip += gp
-            if ip < 0 or ip >= np_:
-                break
-            pos += fp
-            ap += step_p
-        elif ax == 1:
-            iq += gq
-            if iq < 0 or iq >= nq:
-                break
-            pos += fq
-            aq += step_q
-        else:
-            ir += gr
-            if ir < 0 or ir >= nr:
-                break
-            pos += fr
-            ar += step_r
-    return acc
-
-
 @njit(cache=True, inline="always")
 def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2, vmap, lut, steps):
     """One ray in index space, up to its slab sum: ``(done, value, pos, n, corr, full)``.
 
-    ``done``: ``value`` is the integral over ``a`` (not yet times the ray
-    length; zero for a miss, the one-crossing loop for a steep ray).
+    ``done``: the ray misses the volume (``value`` is zero).
     Otherwise the integral is ``corr + full * S`` with ``S`` the slab sum of
     ``n`` slabs from ``pos`` along ``steps`` (:func:`_slab_sum`).
     """
@@ -353,10 +307,6 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
     aq = ((iq + 0.5 * gq) - sq) * inv_q if gq != 0 else np.inf
     ar = ((ir + 0.5 * gr) - sr) * inv_r if gr != 0 else np.inf
     step_q, step_r = abs(inv_q), abs(inv_r)
-    if abs(dq) + abs(dr) > STEEP * abs(dp):
-        value = _siddon_steps(vol, pos, a_cur, a_end, ip, iq, ir, np_, nq, nr, gp, gq, gr, fp, fq, fr,
-                              ((ip + 0.5 * gp) - sp) * inv_p, aq, ar, full, step_q, step_r, vmap, lut)
-        return True, value, np.int64(0), np.int64(0), 0.0, 0.0
     sq_step = step_q if gq != 0 else 0.0  # the 0/1 selects below would turn inf * 0 into NaN
     sr_step = step_r if gr != 0 else 0.0
     half = 0.5 * gp

@@ -82,17 +82,18 @@ def test_run_traversal_equals_one_voxel_per_step_reference(parallel):
             assert (ref > 0).sum() > 20
 
 
-def test_both_loops_are_taken():
-    """Near-axis rays walk runs, steep rays the one-crossing loop; both agree with the reference."""
+def test_every_slope_up_to_the_diagonal():
+    """Near-axis rays (few crossings of the other axes) up to rays along the cube diagonal (a crossing of
+    each other axis in nearly every slab), on a cone around the y axis."""
     dens = np.random.default_rng(1).random((20, 20, 20)).astype(np.float32)
     aff = np.eye(4)
     src = np.array([[9.3, -5.0, 9.6]])
-    for slope, steep in ((0.1, False), (0.4, True)):
+    for slope in (0.02, 0.1, 0.4, 0.7, 0.99):
         tgt = np.array([[9.3 + slope * 30 * np.cos(a), 25.0, 9.6 + slope * 30 * np.sin(a)]
                         for a in np.linspace(0, 2 * np.pi, 40)])
-        d = np.abs(tgt - src)
-        assert bool(np.all((d[:, 0] + d[:, 2]) > kernels.STEEP * d[:, 1])) == steep
-        assert np.allclose(line_integrals(dens, aff, src, tgt), _reference(dens, aff, src, tgt), rtol=1e-10)
+        ref = _reference(dens, aff, src, tgt)
+        assert (ref > 0).sum() > 20
+        assert np.allclose(line_integrals(dens, aff, src, tgt), ref, rtol=1e-10)
 
 
 def test_crossings_on_slab_planes_and_several_in_one_slab():
@@ -112,8 +113,6 @@ def test_crossings_on_slab_planes_and_several_in_one_slab():
             src.append(a + 16.0 * d)  # and backwards
             tgt.append(a)
     src, tgt = np.array(src), np.array(tgt)
-    d = np.abs(tgt - src)
-    assert bool(np.all((d[:, 1] + d[:, 2]) <= kernels.STEEP * d[:, 0]))  # all take the slab loop
     for perm in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):  # each index axis as the main axis
         ours = line_integrals(dens.transpose(np.argsort(perm)), aff, src[:, perm], tgt[:, perm])
         ref = _reference(dens.transpose(np.argsort(perm)), aff, src[:, perm], tgt[:, perm])
