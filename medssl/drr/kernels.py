@@ -21,7 +21,7 @@ read the volume where it lies:
   table ``lut`` indexed by the raw code, which holds the density of every
   code.
 
-Exact mode (:func:`siddon`): Siddon's exact traversal of the piecewise-
+Exact mode (``mode="siddon"``, :func:`siddon_serial`): Siddon's exact traversal of the piecewise-
 constant density (Siddon, Med. Phys. 12(2), 1985) organised around the
 axis the ray crosses most (the main axis), whose voxels cut the ray into
 slabs of equal parameter length. Each slab counts in full with the voxel
@@ -267,11 +267,11 @@ def _entry_exit(s, inv, n, a_lo, a_hi):
 
 @njit(cache=True, inline="always")
 def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2, vmap, lut, steps):
-    """One ray in index space, up to its slab sum: ``(done, value, pos, n, corr, full)``.
+    """One ray in index space, up to its slab sum: ``(pos, n, corr, full)``.
 
-    ``done``: the ray misses the volume (``value`` is zero).
-    Otherwise the integral is ``corr + full * S`` with ``S`` the slab sum of
-    ``n`` slabs from ``pos`` along ``steps`` (:func:`_slab_sum`).
+    The integral over ``a`` (not yet times the ray length) is ``corr + full * S``
+    with ``S`` the slab sum of ``n`` slabs from ``pos`` along ``steps``
+    (:func:`_slab_sum`); ``n == 0``: the ray misses the volume.
     """
     # main axis p (most crossed), other axes q and r
     if abs(d0) >= abs(d1) and abs(d0) >= abs(d2):
@@ -288,12 +288,12 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
         sr, dr, nr, str_ = s1, d1, n1, st1
     inv_p, inv_q, inv_r = _inverse(dp), _inverse(dq), _inverse(dr)
     if inv_p == np.inf:
-        return True, 0.0, np.int64(0), np.int64(0), 0.0, 0.0
+        return np.int64(0), np.int64(0), 0.0, 0.0
     a_cur, a_end = _entry_exit(sp, inv_p, np_, 0.0, 1.0)
     a_cur, a_end = _entry_exit(sq, inv_q, nq, a_cur, a_end)
     a_cur, a_end = _entry_exit(sr, inv_r, nr, a_cur, a_end)
     if a_cur >= a_end:
-        return True, 0.0, np.int64(0), np.int64(0), 0.0, 0.0
+        return np.int64(0), np.int64(0), 0.0, 0.0
     ip = _voxel_at(sp + a_cur * dp, np_)
     iq = _voxel_at(sq + a_cur * dq, nq)
     ir = _voxel_at(sr + a_cur * dr, nr)
@@ -337,7 +337,7 @@ def _siddon_slabs(vol, st0, st1, st2, n0, n1, n2, offset, s0, s1, s2, d0, d1, d2
         ar += sr_step * tr
     corr -= (a_cur - ((ip - half) - sp) * inv_p) * _value(vol, pos, vmap, lut)
     corr -= (((ip + gp * last + half) - sp) * inv_p - a_end) * _value(vol, pos + last * fp + shift, vmap, lut)
-    return False, 0.0, np.int64(pos), np.int64(last + 1), corr, full
+    return np.int64(pos), np.int64(last + 1), corr, full
 
 
 @njit(cache=True, inline="always")
@@ -349,10 +349,9 @@ def _siddon_world(vol, strides, shape, offset, m, src, tgt, r, vmap, lut, steps)
     length = math.sqrt((x1 - x0) ** 2 + (y1 - y0) ** 2 + (z1 - z0) ** 2)
     s0, s1, s2 = _to_index(m, x0, y0, z0)
     t0, t1, t2 = _to_index(m, x1, y1, z1)
-    done, value, pos, n, corr, full = _siddon_slabs(vol, strides[0], strides[1], strides[2], shape[0], shape[1],
-                                                    shape[2], offset, s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap,
-                                                    lut, steps)
-    return done, value, pos, n, corr, full, length
+    pos, n, corr, full = _siddon_slabs(vol, strides[0], strides[1], strides[2], shape[0], shape[1], shape[2], offset,
+                                       s0, s1, s2, t0 - s0, t1 - s1, t2 - s2, vmap, lut, steps)
+    return pos, n, corr, full, length
 
 
 #: Rays whose slab sums run side by side in one loop: consecutive rays of a strip read the same cache
@@ -382,11 +381,10 @@ def siddon_serial(vol, strides, shape, offset, m, src, tgt, vmap, lut, order, ou
         together = lanes == LANES
         for b in range(lanes):
             r = order[g + b]
-            done, value, pos[b], n[b], corr[b], full[b], length[b] = _siddon_world(
+            pos[b], n[b], corr[b], full[b], length[b] = _siddon_world(
                 vol, strides, shape, offset, m, src, tgt, r, vmap, lut, steps[b])
-            if done:
-                out[r] = length[b] * value
-                n[b] = 0
+            if n[b] == 0:  # a miss
+                out[r] = 0.0
                 together = False
         first = 0
         sums = (0.0, 0.0, 0.0, 0.0)
