@@ -72,6 +72,33 @@ def map_values(v, vmap):
         return a + b * np.maximum(v, lo) + c * np.maximum(v, kink)
 
 
+@njit(cache=True, nogil=True)
+def _map_c_order(vol, out, a, b, lo, c, kink):
+    n0, n1, n2 = vol.shape
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                v = np.float64(vol[i, j, k])
+                out[i, j, k] = a + b * max(v, lo) + c * max(v, kink)
+
+
+def map_to_float32(vol: np.ndarray, vmap, out: np.ndarray) -> np.ndarray:
+    """The kernels' value map applied once to a 3D array, rounded to float32, written into ``out``.
+
+    ``out``: a 1D float32 buffer of at least ``vol.size`` elements; the result
+    is a view of it with ``vol``'s shape and axis memory order (computed in
+    float64 as the kernels do, walking ``vol`` in memory order).
+    """
+    if out.dtype != np.float32 or out.ndim != 1 or out.shape[0] < vol.size:
+        raise ValueError(f"out: need a 1D float32 buffer of at least {vol.size} elements")
+    perm = tuple(int(a) for a in np.argsort([-abs(st) for st in vol.strides], kind="stable"))
+    src = vol.transpose(perm)  # largest stride first
+    dest = out[:src.size].reshape(src.shape)
+    a, b, lo, c, kink = (float(x) for x in vmap)
+    _map_c_order(src, dest, a, b, lo, c, kink)
+    return dest.transpose(tuple(int(i) for i in np.argsort(perm)))
+
+
 def _value(vol, pos, vmap, lut):  # pragma: no cover - compiled through the overload below
     raise NotImplementedError
 

@@ -14,6 +14,7 @@ whatever worker renders it (call :meth:`DRRPairs.set_epoch` each epoch).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ import torch
 from ..registry import SOURCES
 from .geometry import Pose, fit_spacing, pose_rays
 from .physics import mu_map, noisy_line_integral
+from . import kernels
 from .physics import window as window_image
 from .render import Projector
 
@@ -99,8 +101,13 @@ class DRRRenderer:
 
         The kernels read ``volume`` where it lies (any axis order, crop or
         dtype, e.g. a float16 cache memmap) and turn its values into
-        attenuation as they go (:func:`medssl.drr.physics.mu_map`), so nothing
-        is copied or converted; all views share the one prepared volume.
+        attenuation as they go (:func:`medssl.drr.physics.mu_map`); 8- and
+        16-bit codes through a table. A float volume rendered in several views
+        is turned into attenuation once instead, as a float32 volume in a
+        buffer the thread keeps for its next call (up to
+        :data:`SCRATCH_KEEP` voxels), which every view then reads; that is
+        one pass over the volume against a map per voxel step per view, and
+        rounds the attenuation to float32 (relative 6e-8).
 
         Args:
             volume: (X, Y, Z) array (``axis_order`` "zyx": (Z, Y, X)), in HU or in ``hu_window``.
@@ -120,7 +127,12 @@ class DRRRenderer:
         energy = float(rng.uniform(*j.energy_kev))
         bone = float(rng.uniform(*j.bone_scale))
         values = mu_map(energy, bone_scale=bone, hu_offset=offset, hu_scale=scale)
-        proj = Projector(vol, voxel_to_world, parallel=False)
+        if len(self.views) > 1 and vol.dtype.kind == "f" and vol.dtype.itemsize >= 4:
+            # several views of a float CT: attenuation once, as float32, read by every view without a map
+            proj, values = Projector(kernels.map_to_float32(vol, values, _scratch(vol.size)), voxel_to_world,
+                                     parallel=False), None
+        else:  # one view, or 8/16-bit codes (mapped through a table): the kernels map values as they read
+            proj = Projector(vol, voxel_to_world, parallel=False)
         spacing = fit_spacing(vol.shape, proj.affine, views=self.views, size=(self.size, self.size),
                               sdd=self.sdd, sod=self.sod)
         xrays, raws, params = [], [], []
@@ -141,6 +153,22 @@ class DRRRenderer:
             params.append({"view": view, "rotation": rot, "translation": shift, "energy_kev": energy,
                            "bone_scale": bone, "photons": photons})
         return {"xray": np.stack(xrays), "line_integrals": np.stack(raws), "params": params}
+
+
+#: Volumes up to this many voxels keep their float32 attenuation buffer for the next call of the thread
+#: (no fresh pages to fault in per item); larger ones take a new buffer each call.
+SCRATCH_KEEP = 1 << 24
+_local = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """A float32 buffer of at least ``n`` elements: this thread's kept one where ``n`` is small enough."""
+    if n > SCRATCH_KEEP:
+        return np.empty(n, dtype=np.float32)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.shape[0] < n:
+        buf = _local.buf = np.empty(n, dtype=np.float32)
+    return buf
 
 
 def _check_window(hu_window: Tuple[float, float]) -> Tuple[float, float]:

@@ -253,6 +253,20 @@ def test_contiguous_layout_and_tiles_give_the_same_result():
     assert np.allclose(Projector(dens, aff, tile=17).line_integrals(src, tgt), base, rtol=1e-12)
 
 
+def test_map_to_float32_equals_the_map_of_every_layout():
+    rng = np.random.default_rng(4)
+    base = rng.uniform(-1500, 2000, size=(7, 9, 5))
+    vmap = mu_map(65.0, bone_scale=1.1)
+    buf = np.full(400, np.nan, np.float32)
+    for arr in (base.astype(np.float32), base, np.asfortranarray(base), base.transpose(2, 0, 1),
+                base[::-1, :, ::-2], base[1:6, 2:8, 1:4]):
+        got = kernels.map_to_float32(arr, vmap, buf)
+        assert got.shape == arr.shape and got.dtype == np.float32 and np.shares_memory(got, buf)
+        assert np.array_equal(got, kernels.map_values(arr, vmap).astype(np.float32))
+    with pytest.raises(ValueError, match="at least 315"):
+        kernels.map_to_float32(base, vmap, np.empty(314, np.float32))
+
+
 def test_bad_value_maps():
     proj = Projector(np.ones((3, 3, 3), np.float32), np.eye(4))
     src, tgt = np.array([[-5.0, 1.0, 1.0]]), np.array([[5.0, 1.0, 1.0]])

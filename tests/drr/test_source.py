@@ -52,6 +52,45 @@ def test_without_jitter_matches_render_and_window_inverts_normalisation():
     assert np.allclose(out2["line_integrals"], out["line_integrals"], rtol=1e-4)
 
 
+def test_views_of_a_float_ct_read_one_attenuation_volume(monkeypatch):
+    """Two views of a float CT render from a float32 attenuation volume made once: the same X-rays as the
+    kernels' own value map, whatever the input's memory layout (contiguous, cache order, Fortran, float64,
+    flipped, a crop whose surroundings must not leak in)."""
+    from medssl.drr import Projector, fit_spacing, pose_rays
+    from medssl.drr.physics import mu_map
+
+    fixed = DRRJitter(rotation_deg=0.0, translation_mm=0.0, energy_kev=(70.0, 70.0), bone_scale=(1.2, 1.2),
+                      photons=None)
+    hu = _items(1)[0]["image"]
+    big = np.full((20, 17, 22), 3000.0, np.float32)
+    big[2:18, 1:15, 3:21] = hu
+    layouts = {"xyz": (hu, "xyz"), "zyx": (np.ascontiguousarray(hu.transpose(2, 1, 0)), "zyx"),
+               "fortran": (np.asfortranarray(hu), "xyz"), "float64": (hu.astype(np.float64), "xyz"),
+               "flipped": (hu[::-1, :, ::-1], "xyz"), "crop": (big[2:18, 1:15, 3:21], "xyz")}
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    from medssl.drr import kernels
+
+    calls = []
+    mapper = kernels.map_to_float32
+    monkeypatch.setattr(kernels, "map_to_float32", lambda *a: calls.append(a[0].dtype) or mapper(*a))
+    DRRRenderer(views=("pa",), size=12, jitter=fixed)(hu, aff, np.random.default_rng(0))  # one view: no volume
+    DRRRenderer(size=12, jitter=fixed)(hu.astype(np.float16), aff, np.random.default_rng(0))  # codes: a table
+    assert calls == []
+    for name, (vol, order) in layouts.items():
+        renderer = DRRRenderer(views=("pa", "lateral"), size=12, jitter=fixed, axis_order=order)
+        got = renderer(vol, aff, np.random.default_rng(0))["line_integrals"]
+        arr = renderer.volume(vol)
+        spacing = fit_spacing(arr.shape, aff, views=("pa", "lateral"), size=(12, 12))
+        proj = Projector(arr, aff, parallel=False)
+        for i, view in enumerate(("pa", "lateral")):
+            src, tgt = pose_rays(Pose(view=view, size=(12, 12), spacing=spacing, sdd=1800.0, sod=1600.0),
+                                 proj.shape, proj.affine)
+            want = proj.line_integrals(src, tgt, value_map=mu_map(70.0, bone_scale=1.2)).reshape(12, 12)
+            assert want.max() > 0.1
+            assert np.allclose(got[i], want, rtol=1e-6, atol=1e-7), (name, view)
+    assert len(calls) == len(layouts)
+
+
 def _spacing(item):
     from medssl.drr import fit_spacing
 
