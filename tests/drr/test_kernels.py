@@ -68,7 +68,7 @@ def _ray_sets(shape, aff, rng):
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_run_traversal_equals_one_voxel_per_step_reference(parallel):
+def test_slab_traversal_equals_one_voxel_per_step_reference(parallel):
     rng = np.random.default_rng(0)
     cases = (((9, 7, 8), _oblique_affine()), ((13, 6, 10), np.diag([0.7, 1.3, 2.1, 1.0])),
              ((8, 11, 6), np.diag([1.0, 2.0, 0.5, 1.0])))
