@@ -72,14 +72,19 @@ def map_values(v, vmap):
         return a + b * np.maximum(v, lo) + c * np.maximum(v, kink)
 
 
+@njit(cache=True, inline="always")
+def _mapped(v, vmap):
+    """The value map of one stored value (float64)."""
+    return vmap[0] + vmap[1] * max(v, vmap[2]) + vmap[3] * max(v, vmap[4])
+
+
 @njit(cache=True, nogil=True)
-def _map_c_order(vol, out, a, b, lo, c, kink):
+def _map_c_order(vol, out, vmap):
     n0, n1, n2 = vol.shape
     for i in range(n0):
         for j in range(n1):
             for k in range(n2):
-                v = np.float64(vol[i, j, k])
-                out[i, j, k] = a + b * max(v, lo) + c * max(v, kink)
+                out[i, j, k] = _mapped(np.float64(vol[i, j, k]), vmap)
 
 
 def map_to_float32(vol: np.ndarray, vmap, out: np.ndarray) -> np.ndarray:
@@ -94,8 +99,7 @@ def map_to_float32(vol: np.ndarray, vmap, out: np.ndarray) -> np.ndarray:
     perm = tuple(int(a) for a in np.argsort([-abs(st) for st in vol.strides], kind="stable"))
     src = vol.transpose(perm)  # largest stride first
     dest = out[:src.size].reshape(src.shape)
-    a, b, lo, c, kink = (float(x) for x in vmap)
-    _map_c_order(src, dest, a, b, lo, c, kink)
+    _map_c_order(src, dest, np.asarray(vmap, dtype=np.float64))
     return dest.transpose(tuple(int(i) for i in np.argsort(perm)))
 
 
@@ -103,7 +107,11 @@ def _value(vol, pos, vmap, lut):  # pragma: no cover - compiled through the over
     raise NotImplementedError
 
 
-def _slab_sum(vol, pos, steps, n, vmap, lut):  # pragma: no cover - compiled through the overload below
+def _piece(vol, pos, vmap, lut):  # pragma: no cover - compiled through the overload below
+    raise NotImplementedError
+
+
+def _constant(vol, vmap):  # pragma: no cover - compiled through the overload below
     raise NotImplementedError
 
 
@@ -115,106 +123,69 @@ def _value_impl(vol, pos, vmap, lut):
     if isinstance(vmap, types.NoneType):
         return lambda vol, pos, vmap, lut: np.float64(vol[np.uint64(pos)])
 
+    return lambda vol, pos, vmap, lut: _mapped(np.float64(vol[np.uint64(pos)]), vmap)
+
+
+@overload(_piece, inline="always")
+def _piece_impl(vol, pos, vmap, lut):
+    """:func:`_value` less :func:`_constant`: what a sum of densities adds up voxel by voxel."""
+    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
+        return lambda vol, pos, vmap, lut: _value(vol, pos, vmap, lut)
+
     def mapped(vol, pos, vmap, lut):
         v = np.float64(vol[np.uint64(pos)])
-        return vmap[0] + vmap[1] * max(v, vmap[2]) + vmap[3] * max(v, vmap[4])
+        return vmap[1] * max(v, vmap[2]) + vmap[3] * max(v, vmap[4])
 
     return mapped
 
 
-@overload(_slab_sum, inline="always")
-def _slab_sum_impl(vol, pos, steps, n, vmap, lut):
+@overload(_constant, inline="always")
+def _constant_impl(vol, vmap):
+    """The part of every voxel's density a sum takes once per voxel count (the map's ``a``; else zero)."""
+    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
+        return lambda vol, vmap: 0.0
+    return lambda vol, vmap: vmap[0]
+
+
+@njit(cache=True, inline="always")
+def _slab_sum(vol, pos, steps, n, vmap, lut):
     """Sum of the density over ``n`` voxels from ``pos``, moving by ``steps[t]`` after voxel ``t``.
 
-    Two accumulators. ``steps[n - 1]`` must lead to a
-    voxel inside the volume (it is read once more, with weight zero, when
-    ``n`` is even), so that the loop needs no branch for the odd voxel.
+    Two accumulators. ``steps[n - 1]`` must lead to a voxel inside the volume
+    (it is read once more, with weight zero, when ``n`` is even), so that the
+    loop needs no branch for the odd voxel.
     """
-    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
-        def plain(vol, pos, steps, n, vmap, lut):
-            s0 = 0.0
-            s1 = 0.0
-            for t in range(n >> 1):
-                s0 += _value(vol, pos, vmap, lut)
-                pos += steps[2 * t]
-                s1 += _value(vol, pos, vmap, lut)
-                pos += steps[2 * t + 1]
-            last = _value(vol, pos, vmap, lut)
-            return s0 + s1 + (last if n & 1 else 0.0)
-
-        return plain
-
-    def mapped(vol, pos, steps, n, vmap, lut):
-        lo, kink, b, c = vmap[2], vmap[4], vmap[1], vmap[3]
-        s0 = 0.0
-        s1 = 0.0
-        for t in range(n >> 1):
-            v = np.float64(vol[np.uint64(pos)])
-            pos += steps[2 * t]
-            w = np.float64(vol[np.uint64(pos)])
-            pos += steps[2 * t + 1]
-            s0 += b * max(v, lo) + c * max(v, kink)
-            s1 += b * max(w, lo) + c * max(w, kink)
-        v = np.float64(vol[np.uint64(pos)])
-        s0 += b * max(v, lo) + c * max(v, kink) if n & 1 else 0.0
-        return n * vmap[0] + (s0 + s1)
-
-    return mapped
+    s0 = 0.0
+    s1 = 0.0
+    for t in range(n >> 1):
+        s0 += _piece(vol, pos, vmap, lut)
+        pos += steps[2 * t]
+        s1 += _piece(vol, pos, vmap, lut)
+        pos += steps[2 * t + 1]
+    last = _piece(vol, pos, vmap, lut)
+    return n * _constant(vol, vmap) + (s0 + s1 + (last if n & 1 else 0.0))
 
 
-def _slab_sum4(vol, pos, steps, n, vmap, lut):  # pragma: no cover - compiled through the overload below
-    raise NotImplementedError
-
-
-@overload(_slab_sum4, inline="always")
-def _slab_sum4_impl(vol, pos, steps, n, vmap, lut):
+@njit(cache=True, inline="always")
+def _slab_sum4(vol, pos, steps, n, vmap, lut):
     """Slab sums of the first ``n`` slabs of four rays in one loop (``pos[b]``, ``steps[b]``); ``pos`` moves on."""
-    if isinstance(vol.dtype, types.Integer) or isinstance(vmap, types.NoneType):
-        def plain(vol, pos, steps, n, vmap, lut):
-            p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            for t in range(n):
-                s0 += _value(vol, p0, vmap, lut)
-                s1 += _value(vol, p1, vmap, lut)
-                s2 += _value(vol, p2, vmap, lut)
-                s3 += _value(vol, p3, vmap, lut)
-                p0 += steps[0, t]
-                p1 += steps[1, t]
-                p2 += steps[2, t]
-                p3 += steps[3, t]
-            pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
-            return s0, s1, s2, s3
-
-        return plain
-
-    def mapped(vol, pos, steps, n, vmap, lut):
-        lo, kink, b, c = vmap[2], vmap[4], vmap[1], vmap[3]
-        p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for t in range(n):
-            v0 = np.float64(vol[np.uint64(p0)])
-            v1 = np.float64(vol[np.uint64(p1)])
-            v2 = np.float64(vol[np.uint64(p2)])
-            v3 = np.float64(vol[np.uint64(p3)])
-            s0 += b * max(v0, lo) + c * max(v0, kink)
-            s1 += b * max(v1, lo) + c * max(v1, kink)
-            s2 += b * max(v2, lo) + c * max(v2, kink)
-            s3 += b * max(v3, lo) + c * max(v3, kink)
-            p0 += steps[0, t]
-            p1 += steps[1, t]
-            p2 += steps[2, t]
-            p3 += steps[3, t]
-        pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
-        a = n * vmap[0]
-        return a + s0, a + s1, a + s2, a + s3
-
-    return mapped
+    p0, p1, p2, p3 = pos[0], pos[1], pos[2], pos[3]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for t in range(n):
+        s0 += _piece(vol, p0, vmap, lut)
+        s1 += _piece(vol, p1, vmap, lut)
+        s2 += _piece(vol, p2, vmap, lut)
+        s3 += _piece(vol, p3, vmap, lut)
+        p0 += steps[0, t]
+        p1 += steps[1, t]
+        p2 += steps[2, t]
+        p3 += steps[3, t]
+    pos[0], pos[1], pos[2], pos[3] = p0, p1, p2, p3
+    base = n * _constant(vol, vmap)
+    return base + s0, base + s1, base + s2, base + s3
 
 
 @njit(cache=True, inline="always")

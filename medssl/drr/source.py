@@ -23,8 +23,8 @@ import torch
 
 from ..registry import SOURCES
 from .geometry import Pose, fit_spacing, pose_rays
-from .physics import mu_map, noisy_line_integral
 from . import kernels
+from .physics import mu_map, noisy_line_integral
 from .physics import window as window_image
 from .render import Projector
 
